@@ -1,0 +1,251 @@
+r"""Neural tangent kernel and NNGP kernel: empirical (torch.func) and analytic (chapter 8).
+
+Convention (NTK parametrization, Jacot et al. 2018): a fully connected net with ``depth`` hidden
+layers of width n and all weights and biases :math:`\sim N(0, 1)`,
+
+.. math::
+    h^1 = \sqrt{s_w}\, W^1 x + \sqrt{s_b}\, b^1, \qquad
+    h^{l+1} = \sqrt{s_w / n}\, W^{l+1} \phi(h^l) + \sqrt{s_b}\, b^{l+1}, \qquad f(x) = h^{L+1},
+
+with ``sigma_w2 = s_w`` and ``sigma_b2 = s_b`` used in every layer, the readout included. The input
+layer is not divided by the input dimension: it sees :math:`x \cdot x'` itself (pass
+:math:`x/\sqrt{d}` for the fan-in convention of neural-tangents). As :math:`n \to \infty`
+(Jacot et al. 2018; Lee et al. 2019; Arora et al. 2019, eqs. 3-5):
+
+.. math::
+    \Sigma^1 = s_w\, x\cdot x' + s_b, \qquad \Theta^1 = \Sigma^1, \\
+    \Sigma^{l+1} = s_w E[\phi(u)\phi(v)] + s_b, \quad
+    \dot\Sigma^{l+1} = s_w E[\phi'(u)\phi'(v)], \quad (u, v) \sim N(0, \Sigma^l|_{x,x'}), \\
+    \Theta^{l+1} = \Theta^l \dot\Sigma^{l+1} + \Sigma^{l+1};
+
+the NNGP kernel is :math:`\Sigma^{L+1}` and the NTK :math:`\Theta^{L+1}` (per output; the
+:math:`k`-output kernel is :math:`\Theta \otimes I_k`). With ``depth=1``, ``sigma_w2=1``,
+``sigma_b2=0`` and relu this is the syllabus' two-layer net
+:math:`f(x) = m^{-1/2}\sum_r a_r \mathrm{relu}(w_r\cdot x)`, :math:`w_r \sim N(0, I)`,
+:math:`a_r \sim N(0, 1)`: NNGP :math:`=(\sin t + (\pi - t)\cos t)/(2\pi)` and NTK = NNGP +
+:math:`\cos t\,(\pi - t)/(2\pi)` for unit inputs at angle t. Note :math:`E[\mathrm{relu}(u)^2] = q/2`,
+so ``sigma_w2=1`` halves the signal per layer; ``sigma_w2=2`` (He) preserves it.
+
+Sum vs mean over outputs: :func:`empirical_ntk` with ``reduce="trace"`` sums
+:math:`\Theta_{kk}` over the k outputs (``"mean"`` divides by k; ``"full"`` keeps
+:math:`[n_1, n_2, k, k]`).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, jacrev, vmap
+
+from . import meanfield
+
+_TORCH_ACT = {"relu": torch.relu, "tanh": torch.tanh, "erf": torch.erf, "linear": lambda x: x}
+_REDUCE = ("trace", "mean", "full")
+
+
+def empirical_ntk(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = None, *,
+                  reduce: str = "trace", chunk_size: int | None = None) -> torch.Tensor:
+    r"""Empirical NTK :math:`\Theta(x, x') = \sum_p \partial_p f(x)\, \partial_p f(x')^T` over the
+    trainable parameters (``requires_grad``) of ``model`` (Jacot et al. 2018), from per-sample
+    Jacobians (``torch.func.vmap(jacrev)`` of ``functional_call`` with detached parameters: the
+    model is never modified, its train/eval mode is used as is).
+
+    ``x1``: ``[n1, ...]``, ``x2``: ``[n2, ...]`` (default ``x1``); the model maps a batch to
+    ``[batch]`` or ``[batch, k]``. ``reduce="trace"`` returns ``[n1, n2]`` summed over the k
+    outputs, ``"mean"`` the same divided by k, ``"full"`` ``[n1, n2, k, k]``. ``chunk_size`` limits
+    how many samples vmap processes at once (memory). The model must treat samples independently
+    (no batch norm in training mode).
+    """
+    if reduce not in _REDUCE:
+        raise ValueError(f"reduce={reduce!r} is not allowed; allowed: {', '.join(map(repr, _REDUCE))}")
+    named = dict(model.named_parameters())
+    params = {k: v.detach() for k, v in named.items() if v.requires_grad}
+    if not params:
+        raise ValueError("model has no trainable parameters (requires_grad=True): the NTK is zero")
+    fixed = {k: v.detach() for k, v in named.items() if not v.requires_grad}
+    fixed.update(dict(model.named_buffers()))
+
+    def f(p, x):
+        return functional_call(model, {**p, **fixed}, (x.unsqueeze(0),)).reshape(-1)
+
+    def jac(x):
+        j = vmap(jacrev(f), in_dims=(None, 0), chunk_size=chunk_size)(params, x)
+        return [t.reshape(t.shape[0], t.shape[1], -1) for t in j.values()]  # [n, k, P_i]
+
+    j1 = jac(x1)
+    j2 = j1 if x2 is None else jac(x2)
+    if reduce == "full":
+        return sum(torch.einsum("nkp,mlp->nmkl", a, b) for a, b in zip(j1, j2))
+    out = sum(torch.einsum("nkp,mkp->nm", a, b) for a, b in zip(j1, j2))
+    return out / j1[0].shape[1] if reduce == "mean" else out
+
+
+def _as_numpy(x, name):
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().to(torch.float64).numpy()
+    a = np.asarray(x, dtype=float)
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array [n, d]; got shape {a.shape}")
+    return a
+
+
+def _like(a: np.ndarray, ref):
+    if isinstance(ref, torch.Tensor):
+        dtype = ref.dtype if ref.is_floating_point() else torch.get_default_dtype()
+        return torch.as_tensor(a, dtype=dtype, device=ref.device)
+    return a
+
+
+def _kernels(x1, x2, depth, activation, sigma_w2, sigma_b2):
+    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 0:
+        raise ValueError(f"depth={depth!r} must be an integer >= 0 (the number of hidden layers)")
+    act = meanfield.get_activation(activation)
+    sw = float(meanfield._check_var("sigma_w2", sigma_w2))
+    sb = float(meanfield._check_var("sigma_b2", sigma_b2))
+    a = _as_numpy(x1, "x1")
+    b = a if x2 is None else _as_numpy(x2, "x2")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"x1 and x2 must have the same feature dimension; got {a.shape[1]} and {b.shape[1]}")
+    s12 = sw * a @ b.T + sb
+    s11 = sw * np.einsum("nd,nd->n", a, a) + sb
+    s22 = sw * np.einsum("nd,nd->n", b, b) + sb
+    theta = s12.copy()
+    for _ in range(depth):
+        q1, q2 = s11[:, None], s22[None, :]
+        norm = np.sqrt(q1 * q2)
+        c = np.clip(np.divide(s12, norm, out=np.zeros_like(s12), where=norm > 0), -1.0, 1.0)
+        sig = sw * np.asarray(meanfield.pair_expectation(act, q1, q2, c)) + sb
+        dot = sw * np.asarray(meanfield.pair_expectation(act, q1, q2, c, derivative=True))
+        theta = theta * dot + sig
+        s12 = sig
+        s11 = sw * np.asarray(meanfield.pair_expectation(act, s11, s11, np.ones_like(s11))) + sb
+        s22 = sw * np.asarray(meanfield.pair_expectation(act, s22, s22, np.ones_like(s22))) + sb
+    return s12, theta
+
+
+def analytic_nngp(x1, x2=None, depth: int = 1, activation="relu", sigma_w2: float = 1.0, sigma_b2: float = 0.0):
+    r"""Infinite-width NNGP kernel :math:`\Sigma^{L+1}(x, x')` (Neal 1996; Lee et al. 2018) of the
+    net in the module docstring, ``L = depth`` hidden layers: the covariance of :math:`f(x), f(x')`
+    over random initializations. ``x1``: ``[n1, d]``, ``x2``: ``[n2, d]`` (default ``x1``); returns
+    ``[n1, n2]`` as a torch tensor (dtype/device of ``x1``) if ``x1`` is one, else numpy float64.
+    Closed forms for relu (arc-cosine, Cho & Saul 2009) and erf (Williams 1997); tanh and custom
+    activations by quadrature (see :mod:`tdlcourse.meanfield`). Two unit inputs at angle
+    :math:`\pi/3`, relu, depth 1, ``sigma_w2=1``, ``sigma_b2=0``: 0.304499.
+    """
+    return _like(_kernels(x1, x2, depth, activation, sigma_w2, sigma_b2)[0], x1)
+
+
+def analytic_ntk(x1, x2=None, depth: int = 1, activation="relu", sigma_w2: float = 1.0, sigma_b2: float = 0.0):
+    r"""Infinite-width NTK :math:`\Theta^{L+1}(x, x')` (Jacot et al. 2018; recursion of Arora et al.
+    2019, eq. 5) of the net in the module docstring with all layers (weights and biases) trained.
+    Same arguments and return type as :func:`analytic_nngp`. Two unit inputs at angle
+    :math:`\pi/3`, relu, depth 1, ``sigma_w2=1``, ``sigma_b2=0``: 0.471166 = 0.304499 (readout)
+    + 0.166667 (hidden layer, :math:`H^\infty` of Du et al. 2019).
+    """
+    return _like(_kernels(x1, x2, depth, activation, sigma_w2, sigma_b2)[1], x1)
+
+
+class NTKMLP(nn.Module):
+    r"""Fully connected net in the NTK parametrization of the module docstring: parameters are
+    :math:`N(0, 1)`; the forward pass multiplies by :math:`\sqrt{s_w}` (input layer),
+    :math:`\sqrt{s_w/n}` (later layers) and :math:`\sqrt{s_b}` (biases; no bias parameters when
+    ``sigma_b2 == 0``). Its empirical NTK tends to :func:`analytic_ntk` as ``width`` grows.
+    ``activation``: ``"relu"``, ``"tanh"``, ``"erf"``, ``"linear"`` or a torch callable.
+    """
+
+    def __init__(self, d_in: int, width: int, depth: int, d_out: int = 1, activation="relu",
+                 sigma_w2: float = 1.0, sigma_b2: float = 0.0, *, generator: torch.Generator | None = None,
+                 dtype: torch.dtype | None = None, device=None):
+        super().__init__()
+        for name, v in (("d_in", d_in), ("width", width), ("d_out", d_out)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}={v!r} must be a positive integer")
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
+            raise ValueError(f"depth={depth!r} must be an integer >= 0 (the number of hidden layers)")
+        if isinstance(activation, str):
+            if activation not in _TORCH_ACT:
+                raise ValueError(f"activation={activation!r} is not supported; allowed: {', '.join(map(repr, _TORCH_ACT))} or a torch callable")
+            self.phi = _TORCH_ACT[activation]
+        elif callable(activation):
+            self.phi = activation
+        else:
+            raise ValueError(f"activation={activation!r} must be a name in {tuple(_TORCH_ACT)} or a torch callable")
+        self.sigma_w2 = float(meanfield._check_var("sigma_w2", sigma_w2))
+        self.sigma_b2 = float(meanfield._check_var("sigma_b2", sigma_b2))
+        sizes = [d_in] + [width] * depth + [d_out]
+        kw = dict(generator=generator, dtype=dtype or torch.get_default_dtype(), device=device)
+        self.weights = nn.ParameterList(nn.Parameter(torch.randn(o, i, **kw)) for i, o in zip(sizes[:-1], sizes[1:]))
+        self.biases = nn.ParameterList(nn.Parameter(torch.randn(o, **kw)) for o in sizes[1:]) if self.sigma_b2 > 0 else None
+        self.fan_in = sizes[:-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        for l, w in enumerate(self.weights):
+            if l > 0:
+                h = self.phi(h)
+            h = math.sqrt(self.sigma_w2 / (1 if l == 0 else self.fan_in[l])) * (h @ w.T)
+            if self.biases is not None:
+                h = h + math.sqrt(self.sigma_b2) * self.biases[l]
+        return h
+
+
+@dataclass(frozen=True)
+class KernelRegressionResult:
+    """Kernel regression predictions and the conditioning of the solve.
+
+    ``predictions``: ``[m]`` or ``[m, k]`` (torch if ``k_test_train`` is torch, else numpy);
+    ``condition_number`` of ``k_train + ridge I``; ``rank``: eigen-directions kept (``< n`` means a
+    pseudo-inverse, i.e. the minimum-norm least-squares solution, was used)."""
+
+    predictions: object
+    condition_number: float
+    ridge: float
+    rank: int
+
+
+def kernel_regression(k_train, y_train, k_test_train, ridge: float = 0.0) -> KernelRegressionResult:
+    r"""Kernel (ridge) regression :math:`f(x) = K_{xX}(K_{XX} + \lambda I)^{-1} y`: with the NTK and
+    :math:`\lambda = 0`, the output of a wide net trained by gradient flow on squared loss to
+    :math:`t = \infty` from zero initial output (Jacot et al. 2018; Lee et al. 2019, eq. 16).
+
+    ``k_train``: symmetric PSD ``[n, n]``; ``y_train``: ``[n]`` or ``[n, k]``;
+    ``k_test_train``: ``[m, n]``; ``ridge`` :math:`\lambda \ge 0` (also usable as jitter). Solved by
+    a symmetric eigendecomposition; eigenvalues below :math:`n\,\epsilon\,\lambda_{max}` are
+    dropped (pseudo-inverse, same as ``numpy.linalg.lstsq``) with a ``RuntimeWarning``, and a
+    condition number above 1e12 also warns.
+    """
+    ridge = float(ridge)
+    if not math.isfinite(ridge) or ridge < 0:
+        raise ValueError(f"ridge={ridge!r} must be a finite number >= 0")
+    K = _as_numpy(k_train, "k_train")
+    n = K.shape[0]
+    if K.shape != (n, n) or not np.allclose(K, K.T, rtol=1e-8, atol=1e-10 * max(1.0, np.abs(K).max())):
+        raise ValueError(f"k_train must be a symmetric square matrix [n, n]; got shape {K.shape}")
+    y = y_train.detach().cpu().double().numpy() if isinstance(y_train, torch.Tensor) else np.asarray(y_train, dtype=float)
+    if y.shape[:1] != (n,) or y.ndim > 2:
+        raise ValueError(f"y_train must have shape [n] or [n, k] with n={n}; got {y.shape}")
+    Kx = _as_numpy(k_test_train, "k_test_train")
+    if Kx.shape[1] != n:
+        raise ValueError(f"k_test_train must have shape [m, n] with n={n}; got {Kx.shape}")
+    lam, V = np.linalg.eigh(0.5 * (K + K.T) + ridge * np.eye(n))
+    tol = n * np.finfo(float).eps * max(abs(lam).max(), 1e-300)
+    if lam.min() < -tol * 1e3:
+        raise ValueError(f"k_train + ridge*I must be positive semi-definite; smallest eigenvalue {lam.min():.3g}")
+    keep = lam > tol
+    cond = float(lam.max() / lam.min()) if lam.min() > 0 else float("inf")
+    if not keep.all():
+        warnings.warn(f"kernel_regression: k_train + ridge*I is singular to working precision ({int((~keep).sum())} "
+                      "eigenvalues dropped): returning the minimum-norm (pseudo-inverse) solution; "
+                      "consider ridge > 0", RuntimeWarning, stacklevel=2)
+    elif cond > 1e12:
+        warnings.warn(f"kernel_regression: condition number {cond:.3g} > 1e12; expect lost digits, consider ridge > 0",
+                      RuntimeWarning, stacklevel=2)
+    inv = np.where(keep, 1.0 / np.where(keep, lam, 1.0), 0.0)
+    coef = V @ (inv[:, None] * (V.T @ y.reshape(n, -1)))
+    pred = (Kx @ coef).reshape((Kx.shape[0],) + y.shape[1:])
+    return KernelRegressionResult(_like(pred, k_test_train), cond, ridge, int(keep.sum()))
