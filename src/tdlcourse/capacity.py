@@ -1,6 +1,9 @@
 """Capacity measures and generalization bounds.
 
-Chapter 1 uses the VC bound; chapter 2 the norm-based and PAC-Bayes bounds.
+Chapter 1 uses the VC bound and the Rademacher complexity; chapter 2 the norm-based and PAC-Bayes
+bounds. Conventions: logs are natural (KL in nats); risks are 0-1 risks in [0, 1]; a torch weight
+W has shape [out, in] and acts as x -> W x; bounds are returned as computed, never clipped (a value
+above 1 is vacuous).
 """
 
 from __future__ import annotations
@@ -320,17 +323,19 @@ def margins(model: nn.Module, X, y) -> torch.Tensor:
 def measures(model: nn.Module, data, *, margin_quantile: float = 0.05, delta: float = 0.05) -> MeasureTable:
     r"""Norm-based capacity measures of a ReLU MLP and their margin-normalized versions.
 
-    ``data = (X, y)`` is the training set (m points). gamma is the ``margin_quantile`` quantile of the
-    margins (``margins``); a low quantile rather than the minimum, which one point can drive to 0,
-    as in the experiments of Neyshabur, Bhojanapalli, McAllester, Srebro 2017 ("Exploring
-    generalization in deep learning"), where measures are compared after dividing by the margin.
+    ``data = (X, y)`` is the training set (m points). Neyshabur, Bhojanapalli, McAllester, Srebro 2017
+    ("Exploring generalization in deep learning") compare measures only after normalizing them by
+    the margin gamma; here gamma is the ``margin_quantile`` quantile of the margins (``margins``),
+    a low quantile rather than the minimum, which a single point can drive to 0 (0 gives the minimum).
     Rows (W_i the weights, L layers, bias-free formulas; biases enter the path norms only):
 
     - ``frobenius_sum_sq`` = sum_i ||W_i||_F^2 (weight decay; not scale-invariant, no normalization).
     - ``frobenius_product`` = prod_i ||W_i||_F; normalized (prod_i ||W_i||_F / gamma)^2. Bound (only
       for bias-free nets): Golowich, Rakhlin, Shamir 2018 (Thm 1) bound the Rademacher complexity by
-      prod_i ||W_i||_F (sqrt(2 ln(2) L) + 1) sqrt(sum_j ||x_j||^2) / m, plugged into the margin bound of
-      Mohri et al. (Thm 5.8 for one output: 2/gamma; Thm 9.2 for k classes: 4k/gamma):
+      prod_i ||W_i||_F (sqrt(2 ln(2) L) + 1) sqrt(sum_j ||x_j||^2) / m, plugged into the empirical
+      margin bound (one output: coef = 2, Mohri et al. 2018 Thm 5.8; k classes: coef = 4k, Kuznetsov,
+      Mohri, Syed 2015 / Mohri et al. 2018 Thm 9.2), with L_ramp,gamma the mean ramp loss
+      min(1, max(0, 1 - gamma_j / gamma)):
       L_ramp,gamma + (coef / gamma) R_S + 3 sqrt(ln(2/delta) / (2m)). Norms and gamma are those of the
       trained net (plug-in: a union bound over norm and margin levels adds lower-order terms).
     - ``spectral_product`` = prod_i ||W_i||_sigma (the Lipschitz constant bound); normalized (. / gamma)^2.
