@@ -85,7 +85,11 @@ def test_bin_activations():
     t = np.array([[-1.0, 0.0], [0.49, 1.0], [0.51, -0.2]])
     # range [-1, 1], 2 bins: inner edge 0 (a value on an edge goes to the upper bin)
     np.testing.assert_array_equal(it.bin_activations(t, 2), [[0, 1], [1, 1], [1, 0]])
-    np.testing.assert_array_equal(it.bin_activations(t, [0.5]), [[0, 0], [0, 1], [1, 0]])
+    np.testing.assert_array_equal(it.bin_activations(t, [-1.0, 0.5, 1.0]), [[0, 0], [0, 1], [1, 0]])
+    # full edges as numpy.histogram: same bins as np.histogram counts
+    edges = np.linspace(-1, 1, 7)
+    np.testing.assert_array_equal(np.bincount(it.bin_activations(t.ravel(), edges), minlength=6),
+                                  np.histogram(t.ravel(), edges)[0])
     np.testing.assert_array_equal(it.bin_activations(t, 4, value_range=(-2, 2)), [[1, 2], [2, 3], [2, 1]])
     np.testing.assert_array_equal(it.bin_activations(np.ones(4), 30), np.zeros(4))
 
@@ -142,6 +146,8 @@ def test_bad_input():
         it.mutual_information_binned(np.ones((3, 2)), [0, 1, 0], bins=0)
     with pytest.raises(ValueError, match="bins"):
         it.bin_activations(np.ones(3), [1.0, 0.5])
+    with pytest.raises(ValueError, match="bins"):
+        it.bin_activations(np.ones(3), [1.0])
     with pytest.raises(ValueError, match="labels"):
         it.entropy_discrete([])
     with pytest.raises(ValueError, match="rows"):

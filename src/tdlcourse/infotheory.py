@@ -99,8 +99,9 @@ def bin_activations(t, bins=30, value_range: tuple[float, float] | None = None) 
     """Uniform binning of every coordinate of ``t`` ([n] or [n, d]) into integer bin indices.
 
     ``bins``: a number of equal bins over ``value_range`` (default: [min, max] of ``t``, all
-    coordinates together, as in Shwartz-Ziv & Tishby 2017), or an increasing array of inner edges.
-    Values outside the range go to the first / last bin. Returns an int array of ``t``'s shape.
+    coordinates together, as in Shwartz-Ziv & Tishby 2017), or an increasing array of edges
+    e_0 < ... < e_K giving K bins (as ``numpy.histogram``; the last bin is closed). Values outside
+    the range go to the first / last bin. Returns an int array of ``t``'s shape with values 0..K-1.
     """
     x = np.asarray(_to_numpy(t), dtype=np.float64)
     if x.size == 0 or not np.all(np.isfinite(x)):
@@ -115,9 +116,10 @@ def bin_activations(t, bins=30, value_range: tuple[float, float] | None = None) 
             return np.zeros(x.shape, dtype=np.int64)
         inner = np.linspace(lo, hi, int(bins) + 1)[1:-1]
     else:
-        inner = np.asarray(bins, dtype=np.float64).reshape(-1)
-        if inner.size and (not np.all(np.isfinite(inner)) or np.any(np.diff(inner) <= 0)):
-            raise ValueError("bins given as edges must be finite and strictly increasing")
+        edges = np.asarray(bins, dtype=np.float64).reshape(-1)
+        if edges.size < 2 or not np.all(np.isfinite(edges)) or np.any(np.diff(edges) <= 0):
+            raise ValueError("bins given as edges must be at least 2 finite, strictly increasing values")
+        inner = edges[1:-1]
     return np.digitize(x, inner).astype(np.int64)
 
 
