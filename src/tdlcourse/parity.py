@@ -13,7 +13,6 @@ so for large n the full-batch gradient carries almost no information on which pa
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
