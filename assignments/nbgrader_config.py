@@ -1,0 +1,25 @@
+"""nbgrader configuration of the course (the course root is this folder).
+
+Works on one machine out of the box: the gradebook is SQLite in this folder and the exchange is a
+local directory. For a shared server set TDL_EXCHANGE to a directory all users can write (nbgrader's
+multi-user exchange needs it world-writable with the sticky bit, e.g. /srv/nbgrader/exchange,
+mode 1777) and TDL_GRADEBOOK to any SQLAlchemy URL (e.g. postgresql://...).
+"""
+
+import os
+
+here = os.path.dirname(os.path.abspath(__file__))
+c = get_config()  # noqa: F821  (provided by nbgrader when it loads this file)
+
+c.CourseDirectory.course_id = os.environ.get("TDL_COURSE_ID", "tdl")
+c.CourseDirectory.root = here
+c.CourseDirectory.db_url = os.environ.get("TDL_GRADEBOOK", "sqlite:///" + os.path.join(here, "gradebook.db"))
+c.Exchange.root = os.environ.get("TDL_EXCHANGE", os.path.join(here, "exchange"))
+c.Exchange.path_includes_course = True
+
+c.CourseDirectory.assignments = {}  # assignments are added to the gradebook by `nbgrader db assignment add`
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+# Autograding never waits forever on a student's infinite loop.
+c.ExecutePreprocessor.timeout = 120
+c.Execute.timeout = 120

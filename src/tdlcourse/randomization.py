@@ -1,0 +1,75 @@
+"""Randomization tests (Zhang, Bengio, Hardt, Recht, Vinyals 2017, "Understanding deep learning
+requires rethinking generalization").
+
+Train the same network on the true task and on corrupted copies of it: labels replaced at random
+(a fraction or all of them), or inputs replaced by Gaussian noise with the same per-feature mean and
+variance. A network that reaches zero training error on all of them has a hypothesis class rich
+enough to fit noise, so no bound that depends on the class alone can explain its test accuracy on
+the true task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from torch import nn
+
+from . import data as _data
+from . import models, train
+
+KINDS = ("true labels", "random labels", "gaussian inputs")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of a randomization test."""
+
+    kind: str
+    fraction: float  # fraction of corrupted labels (1.0 for "random labels", 0.0 otherwise)
+    history: train.History
+    n_params: int
+    steps_to_fit: int | None  # first evaluation step with 100% training accuracy (None: never)
+
+    @property
+    def train_acc(self) -> float:
+        return self.history.final("train_acc")
+
+    @property
+    def test_acc(self) -> float:
+        return self.history.final("test_acc")
+
+    @property
+    def gap(self) -> float:
+        """Observed generalization gap of the 0-1 loss: test error minus training error."""
+        return self.train_acc - self.test_acc
+
+
+def variant(d: _data.Data, kind: str, fraction: float = 1.0, seed: int = 0) -> _data.Data:
+    """The training set of ``d`` corrupted as ``kind`` (one of ``KINDS``); the test split is kept."""
+    if kind == "true labels":
+        return d
+    if kind == "random labels":
+        if d.num_classes is None:
+            raise ValueError("random labels need a classification task (num_classes is None)")
+        y = _data.corrupt_labels(d.y_train, fraction, d.num_classes, seed=seed)
+        return d.with_train(y_train=y, name=f"{d.name}, {fraction:.0%} random labels")
+    if kind == "gaussian inputs":
+        return d.with_train(x_train=_data.gaussian_like(d.x_train, seed=seed), name=f"{d.name}, gaussian inputs")
+    raise ValueError(f"kind={kind!r} is unknown; allowed: {', '.join(map(repr, KINDS))}")
+
+
+def run(d: _data.Data, kind: str = "true labels", fraction: float = 1.0, *, widths: Sequence[int] = (512, 512),
+        activation: str = "relu", seed: int = 0, progress: bool = False, **fit_kwargs) -> Run:
+    """Train a fresh MLP (``models.mlp``, PyTorch's default init, seeded) on ``variant(d, kind, ...)``."""
+    dv = variant(d, kind, fraction, seed=seed)
+    model: nn.Module = models.mlp(d.d_in, list(widths), d.num_classes or 1, activation=activation, seed=seed)
+    hist = train.fit(model, dv, seed=seed, progress=progress,
+                     desc=f"{kind} {fraction:.0%}" if kind == "random labels" else kind, **fit_kwargs)
+    frac = fraction if kind == "random labels" else 0.0
+    return Run(kind, frac, hist, models.num_params(model), hist.first_step_reaching("train_acc", 1.0))
+
+
+def label_noise_sweep(d: _data.Data, fractions: Sequence[float], **run_kwargs) -> list[Run]:
+    """``run`` with a fraction of random labels for each value in ``fractions`` (0 = true labels)."""
+    return [run(d, "random labels", float(f), **run_kwargs) for f in fractions]
