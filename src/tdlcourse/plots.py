@@ -70,3 +70,15 @@ def curves(
     if yrange is not None:
         fig.update_yaxes(range=list(yrange))
     return fig
+
+
+class BookPlotlyMime:
+    """myst-nb mime renderer plugin (entry point ``myst_nb.mime_renderers``): the web book draws
+    plotly figures from the HTML representation that ``show`` emits beside the plotly JSON, so the
+    JSON is rendered as nothing instead of raising an 'unknown mime type' warning."""
+
+    mime_priority_overrides = ()
+
+    @staticmethod
+    def handle_mime(renderer, data, inline):
+        return [] if data.mime_type == "application/vnd.plotly.v1+json" else None
