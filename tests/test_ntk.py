@@ -178,15 +178,18 @@ def test_kernel_regression_matches_dense_solve_and_interpolates():
     xt = _unit(5, 3, 2).numpy()
     K, Kx = ntk.analytic_ntk(x, depth=2), ntk.analytic_ntk(xt, x, depth=2)
     y = np.random.default_rng(0).normal(size=(12, 2))
-    r = ntk.kernel_regression(K, y, Kx)
-    np.testing.assert_allclose(r.predictions, Kx @ np.linalg.solve(K, y), rtol=1e-8, atol=1e-10)
-    np.testing.assert_allclose(ntk.kernel_regression(K, y, K).predictions, y, atol=1e-9)
-    assert r.rank == 12 and r.condition_number == pytest.approx(np.linalg.cond(K), rel=1e-6)
-    rr = ntk.kernel_regression(K, y[:, 0], Kx, ridge=0.3)
-    np.testing.assert_allclose(rr.predictions, Kx @ np.linalg.solve(K + 0.3 * np.eye(12), y[:, 0]), rtol=1e-10)
-    assert rr.predictions.shape == (5,)
-    rt = ntk.kernel_regression(torch.as_tensor(K), torch.as_tensor(y), torch.as_tensor(Kx).float())
-    assert isinstance(rt.predictions, torch.Tensor) and rt.predictions.dtype == torch.float32
+    pred = ntk.kernel_regression(K, y, Kx)
+    np.testing.assert_allclose(pred, Kx @ np.linalg.solve(K, y), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(ntk.kernel_regression(K, y, K), y, atol=1e-9)
+    sol = ntk.kernel_solve(K, y)
+    assert sol.rank == 12 and sol.condition_number == pytest.approx(np.linalg.cond(K), rel=1e-6)
+    np.testing.assert_allclose(K @ sol.alpha, y, atol=1e-9)
+    pr = ntk.kernel_regression(K, y[:, 0], Kx, ridge=0.3)
+    np.testing.assert_allclose(pr, Kx @ np.linalg.solve(K + 0.3 * np.eye(12), y[:, 0]), rtol=1e-10)
+    assert pr.shape == (5,)
+    assert ntk.kernel_solve(K, y, ridge=0.3).condition_number < sol.condition_number
+    pt = ntk.kernel_regression(torch.as_tensor(K), torch.as_tensor(y), torch.as_tensor(Kx).float())
+    assert isinstance(pt, torch.Tensor) and pt.dtype == torch.float32
 
 
 def test_kernel_regression_singular_kernel_is_min_norm_lstsq():
@@ -195,9 +198,10 @@ def test_kernel_regression_singular_kernel_is_min_norm_lstsq():
     K = ntk.analytic_ntk(x, depth=1)
     y = np.arange(6.0)
     with pytest.warns(RuntimeWarning, match="singular"):
-        r = ntk.kernel_regression(K, y, K)
-    assert r.rank == 4
-    np.testing.assert_allclose(r.predictions, K @ np.linalg.lstsq(K, y, rcond=None)[0], atol=1e-8)
+        pred = ntk.kernel_regression(K, y, K)
+    np.testing.assert_allclose(pred, K @ np.linalg.lstsq(K, y, rcond=None)[0], atol=1e-8)
+    with pytest.warns(RuntimeWarning, match="singular"):
+        assert ntk.kernel_solve(K, y).rank == 4
 
 
 def test_bad_input():

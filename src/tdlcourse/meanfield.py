@@ -325,12 +325,17 @@ def qstar(activation, sigma_w2, sigma_b2, *, q0: float = 1.0, tol: float = 1e-13
     r"""Fixed point :math:`q^* = s_w E[\phi(\sqrt{q^*} z)^2] + s_b` of the q-map (Poole et al. 2016),
     the one reached by iterating from ``q0``; found by bracketing and Brent's method to ``tol``
     (relative). ``inf`` with a ``RuntimeWarning`` when q diverges (e.g. relu with
-    :math:`s_w > 2`); 0 when the map contracts to 0 (e.g. tanh with :math:`s_b = 0, s_w \le 1`).
+    :math:`s_w > 2`); 0 when the map contracts to 0 (e.g. tanh with :math:`s_b = 0, s_w \le 1`);
+    ``q0`` itself where every q is fixed (relu at :math:`s_w = 2, s_b = 0`).
     tanh at (1.5, 0.05): 0.418037.
     """
     act = get_activation(activation)
     sw, sb = float(_check_var("sigma_w2", sigma_w2)), float(_check_var("sigma_b2", sigma_b2))
-    s = _solve_q(act, sw, sb, q0, tol)
+    if not (math.isfinite(q0) and q0 > 0):
+        raise ValueError(f"q0={q0!r} must be a finite starting length > 0")
+    if not (0 < tol < 1):
+        raise ValueError(f"tol={tol!r} must lie in (0, 1)")
+    s = _solve_q(act, sw, sb, float(q0), float(tol))
     _warn(s, "qstar")
     return s.value
 

@@ -195,30 +195,20 @@ class NTKMLP(nn.Module):
 
 
 @dataclass(frozen=True)
-class KernelRegressionResult:
-    """Kernel regression predictions and the conditioning of the solve.
+class KernelSolve:
+    r"""Solution of :math:`(K_{XX} + \lambda I)\alpha = y` and its conditioning.
 
-    ``predictions``: ``[m]`` or ``[m, k]`` (torch if ``k_test_train`` is torch, else numpy);
-    ``condition_number`` of ``k_train + ridge I``; ``rank``: eigen-directions kept (``< n`` means a
-    pseudo-inverse, i.e. the minimum-norm least-squares solution, was used)."""
+    ``alpha``: numpy ``[n]`` or ``[n, k]``; ``condition_number`` of ``k_train + ridge I``
+    (``inf`` if singular); ``rank``: eigen-directions kept (``< n`` means the pseudo-inverse, i.e.
+    the minimum-norm least-squares solution, was used)."""
 
-    predictions: object
+    alpha: np.ndarray
     condition_number: float
     ridge: float
     rank: int
 
 
-def kernel_regression(k_train, y_train, k_test_train, ridge: float = 0.0) -> KernelRegressionResult:
-    r"""Kernel (ridge) regression :math:`f(x) = K_{xX}(K_{XX} + \lambda I)^{-1} y`: with the NTK and
-    :math:`\lambda = 0`, the output of a wide net trained by gradient flow on squared loss to
-    :math:`t = \infty` from zero initial output (Jacot et al. 2018; Lee et al. 2019, eq. 16).
-
-    ``k_train``: symmetric PSD ``[n, n]``; ``y_train``: ``[n]`` or ``[n, k]``;
-    ``k_test_train``: ``[m, n]``; ``ridge`` :math:`\lambda \ge 0` (also usable as jitter). Solved by
-    a symmetric eigendecomposition; eigenvalues below :math:`n\,\epsilon\,\lambda_{max}` are
-    dropped (pseudo-inverse, same as ``numpy.linalg.lstsq``) with a ``RuntimeWarning``, and a
-    condition number above 1e12 also warns.
-    """
+def _solve(k_train, y_train, ridge, stacklevel):
     ridge = float(ridge)
     if not math.isfinite(ridge) or ridge < 0:
         raise ValueError(f"ridge={ridge!r} must be a finite number >= 0")
@@ -229,9 +219,6 @@ def kernel_regression(k_train, y_train, k_test_train, ridge: float = 0.0) -> Ker
     y = y_train.detach().cpu().double().numpy() if isinstance(y_train, torch.Tensor) else np.asarray(y_train, dtype=float)
     if y.shape[:1] != (n,) or y.ndim > 2:
         raise ValueError(f"y_train must have shape [n] or [n, k] with n={n}; got {y.shape}")
-    Kx = _as_numpy(k_test_train, "k_test_train")
-    if Kx.shape[1] != n:
-        raise ValueError(f"k_test_train must have shape [m, n] with n={n}; got {Kx.shape}")
     lam, V = np.linalg.eigh(0.5 * (K + K.T) + ridge * np.eye(n))
     tol = n * np.finfo(float).eps * max(abs(lam).max(), 1e-300)
     if lam.min() < -tol * 1e3:
@@ -239,13 +226,39 @@ def kernel_regression(k_train, y_train, k_test_train, ridge: float = 0.0) -> Ker
     keep = lam > tol
     cond = float(lam.max() / lam.min()) if lam.min() > 0 else float("inf")
     if not keep.all():
-        warnings.warn(f"kernel_regression: k_train + ridge*I is singular to working precision ({int((~keep).sum())} "
-                      "eigenvalues dropped): returning the minimum-norm (pseudo-inverse) solution; "
-                      "consider ridge > 0", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"kernel regression: k_train + ridge*I is singular to working precision ({int((~keep).sum())} "
+                      "eigenvalues dropped): using the minimum-norm (pseudo-inverse) solution; "
+                      "consider ridge > 0", RuntimeWarning, stacklevel=stacklevel)
     elif cond > 1e12:
-        warnings.warn(f"kernel_regression: condition number {cond:.3g} > 1e12; expect lost digits, consider ridge > 0",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(f"kernel regression: condition number {cond:.3g} > 1e12; expect lost digits, consider ridge > 0",
+                      RuntimeWarning, stacklevel=stacklevel)
     inv = np.where(keep, 1.0 / np.where(keep, lam, 1.0), 0.0)
-    coef = V @ (inv[:, None] * (V.T @ y.reshape(n, -1)))
-    pred = (Kx @ coef).reshape((Kx.shape[0],) + y.shape[1:])
-    return KernelRegressionResult(_like(pred, k_test_train), cond, ridge, int(keep.sum()))
+    alpha = (V @ (inv[:, None] * (V.T @ y.reshape(n, -1)))).reshape(y.shape)
+    return KernelSolve(alpha, cond, ridge, int(keep.sum()))
+
+
+def kernel_solve(k_train, y_train, ridge: float = 0.0) -> KernelSolve:
+    r"""Solve :math:`(K_{XX} + \lambda I)\alpha = y` by a symmetric eigendecomposition and report its
+    conditioning. ``k_train``: symmetric PSD ``[n, n]``; ``y_train``: ``[n]`` or ``[n, k]``;
+    ``ridge`` :math:`\lambda \ge 0` (also usable as jitter). Eigenvalues below
+    :math:`n\,\epsilon\,\lambda_{max}` are dropped (pseudo-inverse, the same minimum-norm solution as
+    ``numpy.linalg.lstsq``) with a ``RuntimeWarning``; a condition number above 1e12 also warns.
+    """
+    return _solve(k_train, y_train, ridge, stacklevel=3)
+
+
+def kernel_regression(k_train, y_train, k_test_train, ridge: float = 0.0):
+    r"""Kernel (ridge) regression predictions :math:`f(x) = K_{xX}(K_{XX} + \lambda I)^{-1} y`: with
+    the NTK and :math:`\lambda = 0`, the output of a wide net trained by gradient flow on squared
+    loss to :math:`t = \infty` from zero initial output (Jacot et al. 2018; Lee et al. 2019, eq. 16).
+
+    ``k_test_train``: ``[m, n]``; returns ``[m]`` or ``[m, k]`` (torch with ``k_test_train``'s
+    dtype/device if it is a tensor, else numpy). The solve is :func:`kernel_solve` (use it to read
+    the condition number); singular or ill-conditioned systems warn.
+    """
+    Kx = _as_numpy(k_test_train, "k_test_train")
+    sol = _solve(k_train, y_train, ridge, stacklevel=3)
+    n = sol.alpha.shape[0]
+    if Kx.shape[1] != n:
+        raise ValueError(f"k_test_train must have shape [m, n] with n={n}; got {Kx.shape}")
+    return _like(Kx @ sol.alpha, k_test_train)

@@ -60,6 +60,7 @@ def marchenko_pastur_density(x, gamma: float, sigma2: float = 1.0):
     returns a float or numpy array.
     """
     lo, hi = marchenko_pastur_edges(gamma, sigma2)
+    gamma, sigma2 = float(gamma), float(sigma2)
     x = np.asarray(x, dtype=float)
     inside = (x > lo) & (x < hi)
     xs = np.where(inside, x, 1.0)
