@@ -60,7 +60,7 @@ class ParamSpec:
             raise ValueError(f"vector has length {vec.shape[-1]}, the model has {self.n} trainable parameters")
         lead = vec.shape[:-1]
         parts = torch.split(vec, list(self.numels), dim=-1)
-        return {name: p.reshape(*lead, *shape) for name, p, shape in zip(self.names, parts, self.shapes)}
+        return {name: p.reshape(tuple(lead) + tuple(shape)) for name, p, shape in zip(self.names, parts, self.shapes)}
 
     def flatten(self, tensors: Mapping[str, torch.Tensor] | Iterable[torch.Tensor]) -> torch.Tensor:
         """Concatenate per-parameter tensors (a dict keyed by name, or a sequence in order) to theta."""
