@@ -208,11 +208,14 @@ def pair_expectation(activation, q1, q2, c, *, derivative: bool = False):
     (Williams 1997) and linear; otherwise the quadrature of the module docstring.
     """
     act = get_activation(activation)
-    q1, q2, c = _check_var("q1", q1), _check_var("q2", q2), _check_corr(c)
+    return _out(_pair(act, _check_var("q1", q1), _check_var("q2", q2), _check_corr(c), derivative))
+
+
+def _pair(act, q1, q2, c, derivative=False):
     closed = act.dpair if derivative else act.pair
     if closed is not None:
-        return _out(closed(q1, q2, c))
-    return _out(_expect2(act.dphi if derivative else act.phi, q1, q2, c))
+        return closed(q1, q2, c)
+    return _expect2(act.dphi if derivative else act.phi, q1, q2, c)
 
 
 def _e_phi2(act, q):
@@ -254,22 +257,29 @@ def cmap(activation, q, c, sigma_w2, sigma_b2):
     act = get_activation(activation)
     q, sw, sb = _check_var("q", q), _check_var("sigma_w2", sigma_w2), _check_var("sigma_b2", sigma_b2)
     c = _check_corr(c)
-    q, c, sw, sb = np.broadcast_arrays(q, c, sw, sb)
-    num = sw * np.asarray(pair_expectation(act, q, q, c)) + sb
+    return _out(_cmap(act, *np.broadcast_arrays(q, c, sw, sb)))
+
+
+def _cmap(act, q, c, sw, sb):
+    num = sw * _pair(act, q, q, c) + sb
     den = sw * _e_phi2(act, q) + sb
     with np.errstate(invalid="ignore", divide="ignore"):
-        return _out(np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0))
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)
 
 
 def qmap_slope(activation, q, sigma_w2):
     r"""Slope of the q-map, :math:`dq'/dq = s_w E[\phi(u)\phi'(u) z]/\sqrt q` with
     :math:`u = \sqrt q z` (Stein's lemma; equals :math:`\chi_1 + s_w E[\phi\phi'']`,
-    Schoenholz et al. 2017, eq. 6). Scalar ``q > 0``.
+    Schoenholz et al. 2017, eq. 6). Scalar ``q >= 0``; at q = 0 the limit
+    :math:`s_w\phi'(0)^2`, which needs :math:`\phi(0) = 0` (as where q* = 0 is a fixed point).
     """
     act = get_activation(activation)
     q, sw = float(_check_var("q", q)), float(_check_var("sigma_w2", sigma_w2))
     if q == 0.0:
-        return sw * float(act.dphi(np.zeros(1))[0]) ** 2
+        phi0, dphi0 = (float(f(np.zeros(1))[0]) for f in (act.phi, act.dphi))
+        if phi0 != 0.0:
+            raise ValueError(f"q=0 needs an activation with phi(0) = 0; got phi(0) = {phi0}")
+        return sw * dphi0**2
     s = math.sqrt(q)
     return sw * float(_expect1(lambda u: act.phi(u) * act.dphi(u) * u / s**2, np.asarray(q)))
 
@@ -296,7 +306,7 @@ def _solve_q(act, sw, sb, q0=1.0, tol=1e-13):
     # The stable fixed point reached by iterating the map from q0 (the map is increasing in q for
     # the built-ins, so the iteration moves monotonically to the nearest root in the direction of g).
     def g(q):
-        return float(qmap(act, q, sw, sb)) - q
+        return float(sw * _e_phi2(act, np.asarray(q)) + sb) - q
 
     g0 = g(q0)
     if g0 == 0.0:
@@ -366,8 +376,10 @@ def _solve_c(act, sw, sb, q, chi, tol=1e-13):
     if q == 0.0 or chi <= 1.0:
         return _Solved(1.0, True)
 
+    qa = np.asarray(q)
+
     def h(c):
-        return float(cmap(act, q, c, sw, sb)) - c
+        return float(_cmap(act, qa, np.asarray(c), sw, sb)) - c
 
     # near c = 1, h(c) ~ (1 - chi_1)(1 - c) < 0 in the chaotic phase: find a point that shows it
     for k in range(2, 12):
@@ -427,7 +439,7 @@ def _depth_scales(act, sw, sb):
         slope, chic = float("nan"), float("nan")
     else:
         slope = qmap_slope(act, q, sw)
-        chic = x1 if c.value == 1.0 else sw * float(pair_expectation(act, q, q, c.value, derivative=True))
+        chic = x1 if c.value == 1.0 else sw * float(_pair(act, np.asarray(q), np.asarray(q), np.asarray(c.value), True))
     conv = s.converged and c.converged
     return DepthScales(_xi(slope), _xi(chic), q, c.value, x1, chic, slope, conv), s, c
 
