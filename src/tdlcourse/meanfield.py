@@ -236,8 +236,8 @@ def _e_dphi2(act, q):
 
 
 def qmap(activation, q, sigma_w2, sigma_b2):
-    r"""One step of the length map :math:`q' = s_w E[\phi(\sqrt{q} z)^2] + s_b` (Poole et al. 2016,
-    eq. 3). Broadcasts over arrays of ``q``, ``sigma_w2``, ``sigma_b2``; returns a float for scalars.
+    r"""One step of the length map :math:`q' = s_w E[\phi(\sqrt{q} z)^2] + s_b` (Poole et al. 2016).
+    Broadcasts over arrays of ``q``, ``sigma_w2``, ``sigma_b2``; returns a float for scalars.
     """
     act = get_activation(activation)
     q, sw, sb = _check_var("q", q), _check_var("sigma_w2", sigma_w2), _check_var("sigma_b2", sigma_b2)
@@ -250,8 +250,8 @@ def cmap(activation, q, c, sigma_w2, sigma_b2):
 
     .. math:: c' = \frac{s_w E[\phi(u_1)\phi(u_2)] + s_b}{s_w E[\phi(\sqrt q z)^2] + s_b},
 
-    i.e. the exact next-layer correlation; at :math:`q = q^*` it is Poole et al.'s (2016, eq. 5)
-    map. For relu with :math:`s_b = 0` it is :math:`(\sqrt{1-c^2} + (\pi - \arccos c)c)/\pi` for
+    i.e. the exact next-layer correlation; at :math:`q = q^*` it is the map of Poole et al.
+    (2016). For relu with :math:`s_b = 0` it is :math:`(\sqrt{1-c^2} + (\pi - \arccos c)c)/\pi` for
     every q and :math:`s_w`. Broadcasts over all arguments.
     """
     act = get_activation(activation)
@@ -270,7 +270,7 @@ def _cmap(act, q, c, sw, sb):
 def qmap_slope(activation, q, sigma_w2):
     r"""Slope of the q-map, :math:`dq'/dq = s_w E[\phi(u)\phi'(u) z]/\sqrt q` with
     :math:`u = \sqrt q z` (Stein's lemma; equals :math:`\chi_1 + s_w E[\phi\phi'']`,
-    Schoenholz et al. 2017, eq. 6). Scalar ``q >= 0``; at q = 0 the limit
+    Schoenholz et al. 2017). Scalar ``q >= 0``; at q = 0 the limit
     :math:`s_w\phi'(0)^2`, which needs :math:`\phi(0) = 0` (as where q* = 0 is a fixed point).
     """
     act = get_activation(activation)
@@ -359,7 +359,7 @@ def _chi1(act, sw, q):
 
 
 def chi1(activation, sigma_w2, sigma_b2) -> float:
-    r""":math:`\chi_1 = s_w E[\phi'(\sqrt{q^*} z)^2]` (Poole et al. 2016, eq. 7; Schoenholz et al.
+    r""":math:`\chi_1 = s_w E[\phi'(\sqrt{q^*} z)^2]` (Poole et al. 2016; Schoenholz et al.
     2017): the slope of the c-map at c = 1 and the per-layer factor of squared gradient norms.
     tanh at (1.5, 0.05): 0.938636.
     """
@@ -445,7 +445,7 @@ def _depth_scales(act, sw, sb):
 
 
 def depth_scales(activation, sigma_w2, sigma_b2) -> DepthScales:
-    r"""Depth scales of Schoenholz et al. 2017 (eqs. 6 and 9):
+    r"""Depth scales of Schoenholz et al. 2017:
     :math:`\xi_q = -1/\ln(dq'/dq|_{q^*})` with :math:`dq'/dq = \chi_1 + s_w E[\phi\phi'']` and
     :math:`\xi_c = -1/\ln \chi_c(c^*)`, :math:`\chi_c(c) = s_w E[\phi'(u_1)\phi'(u_2)]` at
     :math:`(q^*, c)` (so :math:`\chi_c(1) = \chi_1` in the ordered phase). Signals are correlated
@@ -474,7 +474,7 @@ def _solve_critical(act, sb, tol=1e-12):
 
 def critical_sigma_w2(activation, sigma_b2) -> float:
     r"""The edge of chaos: the :math:`s_w` at which :math:`\chi_1(s_w, s_b) = 1` (Poole et al.
-    2016; Schoenholz et al. 2017, fig. 1), by Brent's method on :math:`\chi_1 - 1` to 1e-12.
+    2016; Schoenholz et al. 2017), by Brent's method on :math:`\chi_1 - 1` to 1e-12.
     tanh at :math:`s_b = 0.05`: 1.760955 (with :math:`q^* = 0.570048`); relu: 2; linear: 1.
     """
     act = get_activation(activation)
@@ -502,7 +502,7 @@ class PhaseDiagram:
 
 
 def phase_diagram(activation, sigma_w2_grid, sigma_b2_grid) -> PhaseDiagram:
-    r"""Order-to-chaos phase diagram (Poole et al. 2016, fig. 2; Schoenholz et al. 2017, fig. 1):
+    r"""Order-to-chaos phase diagram (Poole et al. 2016; Schoenholz et al. 2017):
     :math:`q^*`, :math:`\chi_1`, :math:`c^*`, :math:`\xi_c`, :math:`\xi_q` at every grid point and
     the critical line :math:`\chi_1 = 1`. Points that fail to converge are flagged in
     ``converged`` and reported in one ``RuntimeWarning``.

@@ -10,7 +10,7 @@ layers of width n and all weights and biases :math:`\sim N(0, 1)`,
 with ``sigma_w2 = s_w`` and ``sigma_b2 = s_b`` used in every layer, the readout included. The input
 layer is not divided by the input dimension: it sees :math:`x \cdot x'` itself (pass
 :math:`x/\sqrt{d}` for the fan-in convention of neural-tangents). As :math:`n \to \infty`
-(Jacot et al. 2018; Lee et al. 2019; Arora et al. 2019, eqs. 3-5):
+(Jacot et al. 2018; Lee et al. 2019; Arora et al. 2019):
 
 .. math::
     \Sigma^1 = s_w\, x\cdot x' + s_b, \qquad \Theta^1 = \Sigma^1, \\
@@ -141,8 +141,8 @@ def analytic_nngp(x1, x2=None, depth: int = 1, activation="relu", sigma_w2: floa
 
 
 def analytic_ntk(x1, x2=None, depth: int = 1, activation="relu", sigma_w2: float = 1.0, sigma_b2: float = 0.0):
-    r"""Infinite-width NTK :math:`\Theta^{L+1}(x, x')` (Jacot et al. 2018; recursion of Arora et al.
-    2019, eq. 5) of the net in the module docstring with all layers (weights and biases) trained.
+    r"""Infinite-width NTK :math:`\Theta^{L+1}(x, x')` (Jacot et al. 2018; recursion as in Arora et al.
+    2019) of the net in the module docstring with all layers (weights and biases) trained.
     Same arguments and return type as :func:`analytic_nngp`. Two unit inputs at angle
     :math:`\pi/3`, relu, depth 1, ``sigma_w2=1``, ``sigma_b2=0``: 0.471166 = 0.304499 (readout)
     + 0.166667 (hidden layer, :math:`H^\infty` of Du et al. 2019).
@@ -169,7 +169,8 @@ class NTKMLP(nn.Module):
             raise ValueError(f"depth={depth!r} must be an integer >= 0 (the number of hidden layers)")
         if isinstance(activation, str):
             if activation not in _TORCH_ACT:
-                raise ValueError(f"activation={activation!r} is not supported; allowed: {', '.join(map(repr, _TORCH_ACT))} or a torch callable")
+                allowed = ", ".join(map(repr, _TORCH_ACT))
+                raise ValueError(f"activation={activation!r} is not supported; allowed: {allowed} or a torch callable")
             self.phi = _TORCH_ACT[activation]
         elif callable(activation):
             self.phi = activation
@@ -250,7 +251,7 @@ def kernel_solve(k_train, y_train, ridge: float = 0.0) -> KernelSolve:
 def kernel_regression(k_train, y_train, k_test_train, ridge: float = 0.0):
     r"""Kernel (ridge) regression predictions :math:`f(x) = K_{xX}(K_{XX} + \lambda I)^{-1} y`: with
     the NTK and :math:`\lambda = 0`, the output of a wide net trained by gradient flow on squared
-    loss to :math:`t = \infty` from zero initial output (Jacot et al. 2018; Lee et al. 2019, eq. 16).
+    loss to :math:`t = \infty` from zero initial output (Jacot et al. 2018; Lee et al. 2019).
 
     ``k_test_train``: ``[m, n]``; returns ``[m]`` or ``[m, k]`` (torch with ``k_test_train``'s
     dtype/device if it is a tensor, else numpy). The solve is :func:`kernel_solve` (use it to read

@@ -5,9 +5,9 @@ Inputs live on the unit circle :math:`x(\theta) = (\cos\theta, \sin\theta)`. A d
 :math:`\mu_k = \frac{1}{2\pi}\int_{-\pi}^{\pi} K(\theta)\cos(k\theta)\,d\theta` with eigenfunctions
 :math:`\cos k\theta, \sin k\theta` (:math:`\mu_k` appears twice for k >= 1). In the NTK regime
 gradient flow on squared loss shrinks the error in mode k like :math:`\exp(-\eta\mu_k t)`, so
-low frequencies are learned first (Rahaman et al. 2019; Basri et al. 2019; Ronen, Jacobs, Kasten
-& Kritchman 2019). A bias-free two-layer ReLU net has :math:`\mu_k = 0` for odd k >= 3 and cannot
-fit those harmonics at all; biases make them positive.
+low frequencies are learned first (Rahaman et al. 2019; Basri, Jacobs, Kasten & Kritchman 2019).
+A bias-free two-layer ReLU net has :math:`\mu_k = 0` for odd k >= 3 and cannot fit those
+harmonics at all; biases make them positive.
 
 Amplitude convention (stated once): a component :math:`a\sin(k\theta + \varphi)` has amplitude
 :math:`|a|` at frequency k; the constant component c has amplitude :math:`|c|` at k = 0.
@@ -57,7 +57,7 @@ def _freqs(freqs, name="freqs"):
 
 def frequency_target(theta, freqs, amps, phases=None):
     r"""Target :math:`\lambda(\theta) = \sum_j A_j \sin(k_j\theta + \varphi_j)` (Rahaman et al. 2019,
-    sec. 3, on the circle). ``theta`` numpy or torch (the result has its type); ``freqs`` integers
+    here on the circle). ``theta`` numpy or torch (the result has its type); ``freqs`` integers
     >= 0, ``amps`` and ``phases`` (default 0) of the same length.
     """
     k = _freqs(freqs)
@@ -118,7 +118,7 @@ class FrequencyErrorHistory:
 
 def frequency_error_history(snapshots, target_values, freqs=None, steps=None, relative: bool = False) -> FrequencyErrorHistory:
     r"""Stack :func:`per_frequency_error` over training snapshots of the network's values on the
-    grid into a ``[T, K]`` array (Rahaman et al. 2019, fig. 1: :math:`|\tilde f_k - \tilde\lambda_k|`
+    grid into a ``[T, K]`` array (as plotted by Rahaman et al. 2019: :math:`|\tilde f_k - \tilde\lambda_k|`
     over training). ``freqs``: frequencies to keep (default all ``0..n//2``); ``steps``: labels of the
     snapshots (default ``0..T-1``); ``relative`` divides by the target's amplitude at each kept
     frequency (which must be non-zero).
@@ -179,7 +179,7 @@ def ntk_eigenvalues_circle(kmax: int, depth: int = 1, bias: bool = False, *, ker
                            n_quad: int = 256) -> CircleSpectrum:
     r"""Eigenvalues :math:`\mu_k = \frac1\pi\int_0^\pi K(\theta)\cos k\theta\,d\theta`, k = 0..kmax,
     of the analytic NTK (``kernel="ntk"``) or NNGP kernel (``"nngp"``) of :mod:`tdlcourse.ntk` on the
-    unit circle (Basri et al. 2019, sec. 4; Bietti & Mairal 2019). They equal the eigenvalues of the
+    unit circle (Basri et al. 2019; Bietti & Mairal 2019). They equal the eigenvalues of the
     Gram matrix of n equispaced points divided by n as n grows (each k >= 1 twice).
     ``bias=False`` forces ``sigma_b2 = 0``; ``bias=True`` uses ``sigma_b2`` (default 1.0) in every
     layer. Gauss-Legendre quadrature with ``n_quad`` nodes, checked against ``2 n_quad``.
