@@ -1,0 +1,203 @@
+"""The web book: builds with --all and warnings as errors, fails on a notebook that raises, and in
+a real headless Chromium every page of _toc.yml loads offline with figures, math and widgets drawn."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from urllib.parse import urlparse
+
+import nbformat
+import pytest
+import yaml
+
+from conftest import ROOT, require_browser, tool
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("book")]
+
+
+def build(src: Path, out: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TDL_SCALE": "ci", "TDL_STATIC": "1"}
+    return subprocess.run([tool("jupyter-book"), "build", "--all", "-W", "-n", "--keep-going",
+                           "--path-output", str(out), str(src)],
+                          cwd=src, env=env, capture_output=True, text=True, timeout=1500)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("book")
+    r = build(ROOT, out)
+    assert r.returncode == 0, f"book build failed:\n{r.stdout[-6000:]}\n{r.stderr[-4000:]}"
+    html = out / "_build" / "html"
+    assert (html / "index.html").is_file()
+    return html
+
+
+def toc_pages() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+
+    def walk(entries):
+        for e in entries or []:
+            if "file" in e:
+                files.append(e["file"])
+            walk(e.get("sections"))
+            walk(e.get("chapters"))
+
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    walk(toc.get("chapters"))
+    return [f + ".html" for f in files]
+
+
+def test_book_builds_with_warnings_as_errors(site):
+    for page in toc_pages():
+        assert (site / page).is_file(), f"{page} was not built"
+    # the offline JavaScript is served by the site
+    for f in ("plotly.min.js", "require.js", "embed-amd.js", "mathjax/tex-chtml.js"):
+        assert (site / "_static" / f).is_file(), f"_static/{f} missing from the built site"
+
+
+def test_no_page_references_a_cdn(site):
+    for page in toc_pages() + ["search.html"]:
+        text = (site / page).read_text()
+        for host in ("cdn.jsdelivr.net", "cdnjs.cloudflare.com", "unpkg.com", "cdn.plot.ly", "googleapis.com"):
+            assert host not in text, f"{page} references {host}"
+
+
+def test_a_notebook_that_raises_fails_the_build(tmp_path):
+    book = tmp_path / "bad"
+    (book / "book").mkdir(parents=True)
+    for f in ("_config.yml",):
+        shutil.copy(ROOT / f, book / f)
+    shutil.copytree(ROOT / "book" / "_ext", book / "book" / "_ext")
+    (book / "_vendor").symlink_to(ROOT / "_vendor", target_is_directory=True)
+    (book / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: book/broken\n")
+    (book / "book" / "intro.md").write_text("# Intro\n\nA page.\n")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# Broken"), nbformat.v4.new_code_cell("raise RuntimeError('boom 42')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, book / "book" / "broken.ipynb")
+    r = build(book, tmp_path / "out")
+    assert r.returncode != 0, "a notebook that raises did not fail the build"
+    assert "boom 42" in r.stdout + r.stderr
+
+
+# --- in a real browser -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def server(site):
+    """The built site on 127.0.0.1, served by a separate process (as a reader would serve it)."""
+    import socket
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                             "--directory", str(site)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(url + "/index.html", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    exe = require_browser()
+    from playwright.sync_api import sync_playwright
+
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(
+            str(profile), executable_path=exe, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        yield ctx
+        ctx.close()
+
+
+class PageLog:
+    """Console errors, page errors, failed requests and every request that leaves 127.0.0.1."""
+
+    def __init__(self, page):
+        self.errors, self.foreign, self.failed = [], [], []
+        page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+        page.on("requestfailed", lambda r: self.failed.append(r.url))
+
+        def route(r):
+            host = urlparse(r.request.url).hostname
+            if r.request.url.startswith(("data:", "blob:")) or host == "127.0.0.1":
+                return r.continue_()
+            self.foreign.append(r.request.url)
+            return r.abort()
+
+        page.route("**/*", route)
+
+
+def open_page(browser, url):
+    page = browser.new_page()
+    log = PageLog(page)
+    page.goto(url, wait_until="load")
+    # Playwright's "networkidle" never fires on these pages with Debian's Chromium (no request is
+    # pending): wait for what each test checks, and give late scripts a moment to report errors.
+    page.wait_for_timeout(1000)
+    return page, log
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("page_path", toc_pages())
+def test_page_in_browser(browser, server, site, page_path):
+    page, log = open_page(browser, f"{server}/{page_path}")
+    html = (site / page_path).read_text()
+    try:
+        n_plots = html.count('class="plotly-graph-div"')
+        if n_plots:
+            page.wait_for_function(f"document.querySelectorAll('.plotly-graph-div .main-svg').length >= {n_plots}",
+                                   timeout=30000)
+            drawn = page.eval_on_selector_all(".plotly-graph-div", "els => els.map(e => !!e.querySelector('svg.main-svg'))")
+            assert all(drawn) and len(drawn) == n_plots, f"{page_path}: plotly figures drawn {drawn}"
+            assert page.locator(".tdl-plotly-missing").count() == 0
+        if "$" in html or "\\(" in html or 'class="math' in html:
+            page.wait_for_selector("mjx-container", timeout=30000)
+            assert page.locator("mjx-container").count() > 0
+            assert page.locator("mjx-merror").count() == 0, f"{page_path}: MathJax errors"
+        if 'sliders' in html and page_path.startswith("labs/"):
+            slider = page.locator(".plotly-graph-div g.slider-container")
+            assert slider.count() >= 1 and slider.first.is_visible(), f"{page_path}: the label-noise slider is not visible"
+            # the static widget works: clicking a slider step redraws the figure with another run
+            title = page.locator(".plotly-graph-div g.infolayer .gtitle").last.text_content()
+            rail = page.locator(".plotly-graph-div g.slider-container .slider-rail-touch-rect").last
+            box = rail.bounding_box()
+            rail.click(position={"x": box["width"] - 3, "y": box["height"] / 2})
+            page.wait_for_timeout(500)
+            assert page.locator(".plotly-graph-div g.infolayer .gtitle").last.text_content() != title
+        assert not log.foreign, f"{page_path}: requests left 127.0.0.1: {log.foreign}"
+        assert not log.failed, f"{page_path}: failed requests: {log.failed}"
+        assert not log.errors, f"{page_path}: console errors: {log.errors}"
+    finally:
+        page.close()
+
+
+@pytest.mark.browser
+def test_search_finds_chapter_1(browser, server):
+    page, log = open_page(browser, f"{server}/search.html?q=Rademacher")
+    try:
+        page.wait_for_selector("#search-results li", timeout=30000)
+        hits = page.locator("#search-results li a").evaluate_all("els => els.map(e => e.getAttribute('href'))")
+        assert any("01_generalization_puzzle" in h for h in hits), hits
+        assert not log.foreign, f"search: requests left 127.0.0.1: {log.foreign}"
+        assert not log.errors, f"search: console errors: {log.errors}"
+    finally:
+        page.close()
