@@ -52,8 +52,10 @@ test: $(STAMP) $(VSTAMP)
 test-fast: $(STAMP)
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
 
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --notebook-dir=$(CURDIR) --ServerApp.default_url=/lab/tree/labs
+	$(VENV)/bin/jupyter lab --notebook-dir=$(CURDIR) --ServerApp.default_url=/lab/tree/labs $(ALLOW_ROOT)
 
 bench: $(STAMP)
 	$(PY) -m pip install -q --no-deps -r benchmarks/requirements-bench.txt

@@ -1,0 +1,98 @@
+"""The lab in a real JupyterLab: `make lab`'s server, headless Chromium, Run All, then the
+ipywidgets control retrains live and the plotly figures draw through JupyterLab's renderer."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+
+import nbformat
+import pytest
+
+from conftest import ROOT, require_browser, tool
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.xdist_group("jupyterlab")]
+LAB = ROOT / "labs" / "01_generalization_puzzle.ipynb"
+
+
+@pytest.fixture(scope="module")
+def lab_server(tmp_path_factory):
+    work = tmp_path_factory.mktemp("lab")
+    nb = nbformat.read(LAB, as_version=4)
+    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    params.source = params.source.replace('scale = "auto"', 'scale = "ci"')
+    nbformat.write(nb, work / "lab01.ipynb")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("TDL_STATIC", "TDL_SCALE")}
+    env["JUPYTER_CONFIG_DIR"] = str(work / ".jupyter")  # no user settings leak in
+    token = "tdltest"
+    proc = subprocess.Popen([tool("jupyter"), "lab", "--no-browser", "--ip", "127.0.0.1", "--port", str(port),
+                             f"--ServerApp.token={token}", f"--notebook-dir={work}",
+                             "--LabApp.news_url=", *(["--allow-root"] if os.geteuid() == 0 else [])],
+                            env=env, stdout=subprocess.DEVNULL, stderr=open(work / "server.log", "w"))
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("JupyterLab did not start: " + (work / "server.log").read_text()[-3000:])
+    yield url, token
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def test_lab_runs_and_widget_is_live(lab_server, tmp_path):
+    exe = require_browser()
+    from playwright.sync_api import sync_playwright
+
+    url, token = lab_server
+    with sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=exe, headless=True, viewport={"width": 1400, "height": 1000},
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        page = ctx.new_page()
+        foreign = []
+        page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(("data:", "blob:", "http://127.0.0.1", "ws://127.0.0.1"))
+                   else (foreign.append(r.request.url), r.abort()))
+        page.goto(f"{url}/lab/workspaces/t/tree/lab01.ipynb?reset&token={token}")
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60000)
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], .jp-mod-idle, .jp-Toolbar", timeout=60000)
+        page.wait_for_timeout(2000)
+        try:
+            page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+            page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+        except Exception:
+            page.screenshot(path=str(ROOT / "_build" / "jupyterlab-debug.png"))
+            raise
+        # the explorer: a SelectionSlider, a status line, and a figure drawn by the plotly extension
+        status = page.locator(".widget-vbox .widget-html-content").last
+        page.wait_for_function("() => [...document.querySelectorAll('.widget-html-content')].some(e => e.textContent.includes('test accuracy'))",
+                               timeout=240000)
+        page.wait_for_selector(".widget-vbox .js-plotly-plot .main-svg", timeout=60000)
+        first = status.text_content()
+        slider = page.locator(".widget-vbox .widget-slider .noUi-handle").last
+        slider.focus()
+        for _ in range(5):  # 0% -> 50%: no precomputed run at 50% in the ci sweep, trained live
+            page.keyboard.press("ArrowRight")
+        page.wait_for_function("(first) => { const e = [...document.querySelectorAll('.widget-vbox .widget-html-content')].pop();"
+                               " return e && e.textContent !== first && e.textContent.includes('test accuracy'); }",
+                               arg=first, timeout=120000)
+        readout = page.locator(".widget-vbox .widget-readout").last.text_content()
+        assert readout.strip() == "50%", readout
+        assert page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'] .ansi-red-fg").count() == 0
+        errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']").count()
+        assert errors == 0, "a cell raised in JupyterLab"
+        assert page.locator(".jp-RenderedPlotly .main-svg, .js-plotly-plot .main-svg").count() >= 4
+        assert not foreign, f"JupyterLab requested other hosts: {foreign}"
+        page.screenshot(path=str(tmp_path / "jupyterlab.png"))
+        ctx.close()
