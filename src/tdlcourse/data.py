@@ -1,12 +1,23 @@
-"""Datasets for the labs: bundled digits, label corruption, Gaussian inputs, synthetic tasks.
+"""Datasets for the labs: bundled digits, label corruption, Gaussian inputs, MNIST and CIFAR-10.
 
-Everything here is offline: scikit-learn ships the 8x8 digits (1797 images, 10 classes) with the
-package. Random choices take an explicit ``seed`` so a lab gives the same numbers twice.
+The digits need no network: scikit-learn ships the 8x8 digits (1797 images, 10 classes) with the
+package. MNIST and CIFAR-10 (for the ``gpu`` scale) are downloaded once from their canonical
+sources into a cache folder (``$TDL_DATA`` or ``~/.cache/tdlcourse``), verified by sha256 and read
+without torchvision; offline, the error says which files to put where. Random choices take an
+explicit ``seed`` so a lab gives the same numbers twice.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import os
+import pickle
+import struct
+import tarfile
+import tempfile
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,6 +41,16 @@ class Data:
                 raise ValueError(f"x_{split} has {len(x)} rows but y_{split} has {len(y)}")
         if len(self.x_train) == 0:
             raise ValueError("x_train is empty")
+        if self.num_classes is not None:
+            if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
+                raise ValueError(f"num_classes={self.num_classes!r} must be a positive integer or None")
+            for split in ("train", "test"):
+                y = getattr(self, f"y_{split}")
+                if len(y) and not torch.is_floating_point(y):
+                    lo, hi = int(y.min()), int(y.max())
+                    if lo < 0 or hi >= self.num_classes:
+                        raise ValueError(f"y_{split} holds the label {lo if lo < 0 else hi}; labels must lie in "
+                                         f"[0, {self.num_classes - 1}] (num_classes={self.num_classes})")
 
     @property
     def d_in(self) -> int:
@@ -105,3 +126,277 @@ def gaussian_like(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device)
     return x.mean(0, keepdim=True) + x.std(0, keepdim=True) * z
+
+
+# --------------------------------------------------------------------------------------------------
+# MNIST and CIFAR-10: download once into a cache folder, verify sha256, read without torchvision.
+
+DATA_ENV = "TDL_DATA"
+
+
+class DataUnavailableError(RuntimeError):
+    """A dataset is not in the cache folder and could not be downloaded (e.g. offline)."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a dataset: its name in the cache folder and the sha256 of its canonical bytes."""
+
+    name: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a dataset's files come from: base URLs tried in order (the first is the canonical one)."""
+
+    name: str
+    files: tuple[RemoteFile, ...]
+    urls: tuple[str, ...]
+    homepage: str
+
+
+# Checksums of the canonical files (the same bytes on every mirror listed).
+SOURCES: dict[str, Source] = {
+    "mnist": Source(
+        name="mnist",
+        files=(
+            RemoteFile("train-images-idx3-ubyte.gz", "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
+            RemoteFile("train-labels-idx1-ubyte.gz", "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+            RemoteFile("t10k-images-idx3-ubyte.gz", "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
+            RemoteFile("t10k-labels-idx1-ubyte.gz", "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+        ),
+        urls=("http://yann.lecun.com/exdb/mnist/", "https://ossci-datasets.s3.amazonaws.com/mnist/",
+              "https://storage.googleapis.com/cvdf-datasets/mnist/"),
+        homepage="http://yann.lecun.com/exdb/mnist/",
+    ),
+    "cifar10": Source(
+        name="cifar10",
+        files=(RemoteFile("cifar-10-python.tar.gz", "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"),),
+        urls=("https://www.cs.toronto.edu/~kriz/",),
+        homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+    ),
+}
+
+
+def cache_dir(root: str | os.PathLike | None = None) -> Path:
+    """The dataset cache folder: ``root`` if given, else ``$TDL_DATA``, else ``~/.cache/tdlcourse``."""
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get(DATA_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "tdlcourse"
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 digest of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _urlopen(url: str, timeout: float):
+    """Open ``url`` for reading (the single network entry point; tests replace it)."""
+    import urllib.request
+
+    req = urllib.request.Request(url, headers={"User-Agent": "tdlcourse (+https://pypi.org/project/tdlcourse)"})
+    return urllib.request.urlopen(req, timeout=timeout)
+
+
+def _download(url: str, dest: Path, sha256: str, timeout: float = 60.0) -> None:
+    """Stream ``url`` into ``dest`` atomically: a temporary file in the same folder, verified, renamed.
+
+    On any failure (network, checksum, interrupt) the temporary file is removed and ``dest`` is not
+    created, so the cache never holds half a file.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        h = hashlib.sha256()
+        with os.fdopen(fd, "wb") as f, _urlopen(url, timeout) as r:
+            while block := r.read(1 << 20):
+                h.update(block)
+                f.write(block)
+            f.flush()
+            os.fsync(f.fileno())
+        if h.hexdigest() != sha256:
+            raise ValueError(f"{url} gave bytes with sha256 {h.hexdigest()}, expected {sha256}")
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def fetch(name: str, root: str | os.PathLike | None = None, download: bool = True) -> dict[str, Path]:
+    """Make sure the files of dataset ``name`` are in ``cache_dir(root)/name``, verified; return their paths.
+
+    Files already there are checked against their sha256 (a mismatch raises ``ValueError`` and leaves
+    the file alone); missing ones are downloaded from the URLs of ``SOURCES[name]`` in order. Without
+    network (or with ``download=False``) a ``DataUnavailableError`` says which files to put where.
+    """
+    if name not in SOURCES:
+        raise ValueError(f"name={name!r} is not a known dataset; allowed: {', '.join(map(repr, SOURCES))}")
+    src = SOURCES[name]
+    folder = cache_dir(root) / src.name
+    paths: dict[str, Path] = {}
+    for rf in src.files:
+        path = folder / rf.name
+        if path.exists():
+            got = sha256_file(path)
+            if got != rf.sha256:
+                raise ValueError(f"{path} has sha256 {got} but the canonical file has {rf.sha256}; "
+                                 "delete it (it will be downloaded again) or replace it by the canonical file")
+            paths[rf.name] = path
+            continue
+        errors = []
+        if download:
+            for base in src.urls:
+                try:
+                    _download(base + rf.name, path, rf.sha256)
+                    break
+                except Exception as e:  # noqa: BLE001 - any failure: try the next mirror, report all
+                    errors.append(f"{base + rf.name}: {type(e).__name__}: {e}")
+        if not path.exists():
+            raise DataUnavailableError(_unavailable_message(src, folder, errors, download))
+        paths[rf.name] = path
+    return paths
+
+
+def _unavailable_message(src: Source, folder: Path, errors: list[str], download: bool) -> str:
+    lines = [f"The {src.name} files are not in {folder} and "
+             + ("could not be downloaded:" if download else "download=False was given.")]
+    lines += [f"  {e}" for e in errors]
+    lines += [f"Put these files in {folder} by hand (from {src.homepage} or any mirror; they are checked by sha256),",
+              f"or point the environment variable {DATA_ENV} to a folder that holds {src.name}/ with them:"]
+    lines += [f"  {rf.name}  sha256 {rf.sha256}  ({src.urls[0] + rf.name})" for rf in src.files]
+    return "\n".join(lines)
+
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (LeCun's MNIST format; gzip-compressed if the name ends in ``.gz``).
+
+    Layout: two zero bytes, a type code (0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32, 0x0D float32,
+    0x0E float64), the number of dimensions d, then d big-endian uint32 sizes and the data in C order.
+    """
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise ValueError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()})")
+    ndim = raw[3]
+    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    count = int(np.prod(shape)) if ndim else 1
+    body = raw[4 + 4 * ndim:]
+    if len(body) != count * dtype.itemsize:
+        raise ValueError(f"{path} holds {len(body)} data bytes; its header {shape} needs {count * dtype.itemsize}")
+    return np.frombuffer(body, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles only dicts, lists, strings, numbers and NumPy arrays (the CIFAR batch contents)."""
+
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+                ("numpy._core.multiarray", "scalar")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch")
+        if module.startswith("numpy.core") and hasattr(np, "_core"):
+            module = "numpy._core" + module[len("numpy.core"):]  # NumPy 2 moved it; the file says numpy.core
+        return super().find_class(module, name)
+
+
+def read_cifar_batch(f) -> tuple[np.ndarray, np.ndarray]:
+    """Images [N, 3, 32, 32] uint8 and labels [N] int64 of one CIFAR-10 python batch (a binary file).
+
+    Each batch is a pickled dict with ``b"data"`` (N x 3072 uint8: 1024 red, 1024 green, 1024 blue
+    values, rows of 32) and ``b"labels"`` (N ints in 0..9); only plain data is unpickled.
+    """
+    d = _ArrayUnpickler(f, encoding="bytes").load()
+    if not isinstance(d, dict) or b"data" not in d or b"labels" not in d:
+        raise ValueError("not a CIFAR-10 python batch (no b'data' / b'labels')")
+    x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+    y = np.asarray(d[b"labels"], dtype=np.int64)
+    if len(x) != len(y):
+        raise ValueError(f"CIFAR batch holds {len(x)} images but {len(y)} labels")
+    return x, y
+
+
+def read_cifar10(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Train and test images and labels from ``cifar-10-python.tar.gz`` (data_batch_1..5, test_batch)."""
+    with tarfile.open(path, "r:gz") as tar:
+        members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
+        need = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+        missing = [m for m in need if m not in members]
+        if missing:
+            raise ValueError(f"{path} lacks the CIFAR-10 batches {missing}")
+        parts = {m: read_cifar_batch(tar.extractfile(members[m])) for m in need}
+    xtr = np.concatenate([parts[m][0] for m in need[:5]])
+    ytr = np.concatenate([parts[m][1] for m in need[:5]])
+    return xtr, ytr, parts["test_batch"][0], parts["test_batch"][1]
+
+
+def _image_data(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray, *, name: str,
+                flatten: bool, standardize: bool, n_train: int | None, n_test: int | None, seed: int,
+                dtype: torch.dtype) -> Data:
+    rng = np.random.default_rng(seed)
+    for label, n, total in (("n_train", n_train, len(xtr)), ("n_test", n_test, len(xte))):
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= total):
+            raise ValueError(f"{label}={n!r} must be an integer in [1, {total}] or None (all)")
+    if n_train is not None:
+        keep = np.sort(rng.choice(len(xtr), n_train, replace=False))
+        xtr, ytr = xtr[keep], ytr[keep]
+    if n_test is not None:
+        keep = np.sort(rng.choice(len(xte), n_test, replace=False))
+        xte, yte = xte[keep], yte[keep]
+    xtr = xtr.astype(np.float32) / 255.0
+    xte = xte.astype(np.float32) / 255.0
+    if standardize:
+        # Per channel, with the training split's statistics.
+        axes = (0, 2, 3)
+        mu = xtr.mean(axis=axes, keepdims=True)
+        sd = xtr.std(axis=axes, keepdims=True)
+        sd[sd == 0] = 1.0
+        xtr, xte = (xtr - mu) / sd, (xte - mu) / sd
+    if flatten:
+        xtr, xte = xtr.reshape(len(xtr), -1), xte.reshape(len(xte), -1)
+    t = lambda a, dt: torch.as_tensor(np.ascontiguousarray(a), dtype=dt)  # noqa: E731
+    return Data(t(xtr, dtype), t(ytr, torch.long), t(xte, dtype), t(yte, torch.long), num_classes=10, name=name)
+
+
+def mnist(root: str | os.PathLike | None = None, *, download: bool = True, flatten: bool = False,
+          standardize: bool = True, n_train: int | None = None, n_test: int | None = None, seed: int = 0,
+          dtype: torch.dtype = torch.float32) -> Data:
+    """MNIST (LeCun et al. 1998): 60000 train and 10000 test images [1, 28, 28], 10 classes.
+
+    Pixels are scaled to [0, 1] and, with ``standardize``, centred and scaled by the training split's
+    mean and standard deviation. ``flatten`` gives vectors of 784. ``n_train``/``n_test`` keep a random
+    subset (drawn with ``seed``, in the original order). Files: ``fetch("mnist", root, download)``.
+    """
+    p = fetch("mnist", root, download)
+    xtr = read_idx(p["train-images-idx3-ubyte.gz"])[:, None]
+    ytr = read_idx(p["train-labels-idx1-ubyte.gz"]).astype(np.int64)
+    xte = read_idx(p["t10k-images-idx3-ubyte.gz"])[:, None]
+    yte = read_idx(p["t10k-labels-idx1-ubyte.gz"]).astype(np.int64)
+    return _image_data(xtr, ytr, xte, yte, name="mnist", flatten=flatten, standardize=standardize,
+                       n_train=n_train, n_test=n_test, seed=seed, dtype=dtype)
+
+
+def cifar10(root: str | os.PathLike | None = None, *, download: bool = True, flatten: bool = False,
+            standardize: bool = True, n_train: int | None = None, n_test: int | None = None, seed: int = 0,
+            dtype: torch.dtype = torch.float32) -> Data:
+    """CIFAR-10 (Krizhevsky 2009): 50000 train and 10000 test colour images [3, 32, 32], 10 classes.
+
+    Same options as ``mnist`` (standardization per colour channel). Reads the python pickle batches
+    from ``cifar-10-python.tar.gz`` with an unpickler that accepts plain arrays only.
+    """
+    p = fetch("cifar10", root, download)
+    xtr, ytr, xte, yte = read_cifar10(p["cifar-10-python.tar.gz"])
+    return _image_data(xtr, ytr, xte, yte, name="cifar10", flatten=flatten, standardize=standardize,
+                       n_train=n_train, n_test=n_test, seed=seed, dtype=dtype)

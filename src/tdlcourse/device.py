@@ -4,13 +4,18 @@ Device order: ``cuda`` > ``mps`` > ``cpu``; the environment variable ``TDL_DEVIC
 Scale: ``ci`` (seconds on 2 CPU cores), ``cpu`` (a laptop, about two minutes a lab), ``gpu``
 (paper scale) and ``auto`` (``gpu`` when CUDA is available, else ``cpu``); ``TDL_SCALE`` overrides
 ``auto`` (an explicit ``ci``/``cpu``/``gpu`` argument wins over the environment).
+Precision: ``auto`` allows TF32 matrix products on CUDA and is plain float32 elsewhere; ``bf16``
+autocasts the forward pass to bfloat16 (``resolve_precision``, ``matmul_precision``, ``autocast``).
+Compilation with ``torch.compile`` is opt-in (``compile_backend``). Nothing here needs a GPU.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
-from typing import Any, TypeVar
+from contextlib import contextmanager
+from typing import Any, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -53,8 +58,8 @@ def get_device(name: str | torch.device | None = None) -> torch.device:
         for kind in DEVICES:
             if _available(kind):
                 return torch.device(kind)
-    kind = str(name).split(":", 1)[0]
-    if kind not in DEVICES or (":" in str(name) and kind != "cuda"):
+    kind, sep, index = str(name).partition(":")
+    if kind not in DEVICES or (sep and (kind != "cuda" or not index.isdigit())):
         raise ValueError(
             f"{source or 'device'}={name!r} is not a device; allowed: 'auto', 'cuda', 'cuda:N', 'mps', 'cpu'"
         )
@@ -106,7 +111,89 @@ def describe() -> dict[str, Any]:
         "scale": resolve_scale("auto"),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "precision": resolve_precision("auto", dev),
     }
     if dev.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(dev)
     return info
+
+
+# --- numeric precision and compilation policy -------------------------------------------------
+
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """Resolve ``precision`` for ``device`` to ``"fp32"``, ``"tf32"`` or ``"bf16"``.
+
+    ``"auto"`` allows TF32 matrix products on CUDA (about 3 decimal digits per product, the PyTorch
+    ``set_float32_matmul_precision("high")`` policy) and means plain float32 elsewhere. ``"tf32"`` on a
+    device other than CUDA is plain float32 (no such mode). ``"bf16"`` runs the forward pass under
+    ``torch.autocast(dtype=torch.bfloat16)`` (parameters, gradients and optimizer state stay float32).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is unknown; allowed: {', '.join(map(repr, PRECISIONS))}")
+    kind = torch.device(device).type
+    if precision == "auto":
+        return "tf32" if kind == "cuda" else "fp32"
+    if precision == "tf32" and kind != "cuda":
+        return "fp32"
+    return precision
+
+
+@contextmanager
+def matmul_precision(precision: str, device: torch.device | str) -> Iterator[str]:
+    """Context in which float32 matrix products on ``device`` follow ``precision``; yields the resolved name.
+
+    Only TF32 on CUDA changes a global flag (``torch.set_float32_matmul_precision``); the previous value
+    is restored on exit, so nothing leaks into the caller's session.
+    """
+    resolved = resolve_precision(precision, device)
+    if resolved != "tf32":
+        yield resolved
+        return
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        yield resolved
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` to bfloat16 when ``precision`` resolves to ``"bf16"``, else a no-op context.
+
+    Wrap the forward pass and the loss only; the backward pass follows the recorded dtypes.
+    """
+    dev = torch.device(device)
+    if resolve_precision(precision, dev) == "bf16":
+        return torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def compile_backend(compile: bool | str) -> str | None:
+    """The ``torch.compile`` backend asked for by a ``compile=`` argument (None: do not compile).
+
+    ``False`` means no compilation (the default: compiling costs seconds to minutes up front and pays
+    off only for long runs), ``True`` means ``"inductor"``, and a string names any backend in
+    ``torch.compiler.list_backends(exclude_tags=())`` (``"eager"`` and ``"aot_eager"`` check the
+    tracing without generating code, which is how the CPU tests exercise this path).
+    """
+    if compile is False or compile is None:
+        return None
+    if compile is True:
+        return "inductor"
+    allowed = torch.compiler.list_backends(exclude_tags=())
+    if not isinstance(compile, str) or compile not in allowed:
+        raise ValueError(f"compile={compile!r} is not a torch.compile backend; allowed: False, True, "
+                         + ", ".join(map(repr, allowed)))
+    return compile
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for queued work on ``device`` (for honest wall-clock timings); a no-op on CPU."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    elif dev.type == "mps":
+        torch.mps.synchronize()

@@ -1,10 +1,12 @@
-"""Model builders with explicit initialization.
+"""Model builders with explicit initialization: ``mlp``, ``cnn``, ``resmlp``.
 
-``mlp`` builds an ``nn.Sequential`` of ``Linear`` and activation layers. With ``sigma_w2`` given,
-weights are drawn as W_ij ~ N(0, sigma_w2 / fan_in) and biases as b_i ~ N(0, sigma_b2), the
-mean-field convention of Poole et al. 2016 (chapter 6); ``init="orthogonal"`` draws each weight
-matrix as sqrt(sigma_w2) times a (semi-)orthogonal matrix (Saxe et al. 2014; Pennington et al. 2017).
-Without ``sigma_w2`` PyTorch's default initialization is kept.
+With ``sigma_w2`` given, weights are drawn as W_ij ~ N(0, sigma_w2 / fan_in) and biases as
+b_i ~ N(0, sigma_b2), the mean-field convention of Poole et al. 2016 (chapter 6); fan_in is the
+number of inputs of a unit (in_features, or in_channels * kernel area for a convolution).
+``init="orthogonal"`` draws each weight matrix (a convolution's reshaped to out x fan_in) as
+sqrt(sigma_w2) times a Haar (semi-)orthogonal matrix (Saxe et al. 2014; Pennington et al. 2017).
+Without ``sigma_w2`` PyTorch's default initialization is kept. ``seed`` makes a draw reproducible
+without touching the global random state.
 """
 
 from __future__ import annotations
@@ -25,22 +27,7 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 INITS = ("default", "gaussian", "orthogonal")
 
 
-def mlp(d_in: int, widths: tuple[int, ...] | list[int], d_out: int, *, activation: str = "relu",
-        bias: bool = True, sigma_w2: float | None = None, sigma_b2: float = 0.0,
-        init: str | None = None, seed: int | None = None,
-        dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> nn.Sequential:
-    """Fully connected network d_in -> widths... -> d_out with ``activation`` after each hidden layer.
-
-    ``init`` is ``"default"`` (PyTorch's), ``"gaussian"`` or ``"orthogonal"``; it defaults to
-    ``"gaussian"`` when ``sigma_w2`` is given and ``"default"`` otherwise. ``seed`` makes the draw
-    reproducible without touching the global RNG.
-    """
-    for name, v in (("d_in", d_in), ("d_out", d_out)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}={v!r} must be a positive integer")
-    widths = list(widths)
-    if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
-        raise ValueError(f"widths={widths!r} must be positive integers")
+def _check_init(activation: str, sigma_w2: float | None, sigma_b2: float, init: str | None) -> str:
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation={activation!r} is unknown; allowed: {', '.join(map(repr, ACTIVATIONS))}")
     init = init or ("gaussian" if sigma_w2 is not None else "default")
@@ -48,32 +35,159 @@ def mlp(d_in: int, widths: tuple[int, ...] | list[int], d_out: int, *, activatio
         raise ValueError(f"init={init!r} is unknown; allowed: {', '.join(map(repr, INITS))}")
     if init != "default" and sigma_w2 is None:
         raise ValueError(f"init={init!r} needs sigma_w2 (e.g. 2.0 for ReLU, 1.0 for tanh)")
-    if sigma_w2 is not None and sigma_w2 < 0:
-        raise ValueError(f"sigma_w2={sigma_w2!r} must be >= 0")
-    if sigma_b2 < 0:
-        raise ValueError(f"sigma_b2={sigma_b2!r} must be >= 0")
+    if sigma_w2 is not None and not (sigma_w2 >= 0 and math.isfinite(sigma_w2)):
+        raise ValueError(f"sigma_w2={sigma_w2!r} must be a finite number >= 0")
+    if not (sigma_b2 >= 0 and math.isfinite(sigma_b2)):
+        raise ValueError(f"sigma_b2={sigma_b2!r} must be a finite number >= 0")
+    return init
 
+
+def _check_positive(**kw: int) -> None:
+    for name, v in kw.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}={v!r} must be a positive integer")
+
+
+def _build(make: Callable[[], list[nn.Module]], init: str, sigma_w2: float | None, sigma_b2: float,
+           seed: int | None, device: torch.device | str | None) -> list[nn.Module]:
+    """Create the layers (PyTorch's init from a forked, seeded RNG) and redraw weights if asked."""
     g = torch.Generator().manual_seed(seed) if seed is not None else None
-    dims = [d_in, *widths, d_out]
-    layers: list[nn.Module] = []
     with torch.random.fork_rng(devices=[], enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)  # PyTorch's default init draws from the global RNG
+        layers = make()
+        if init != "default":
+            for m in layers:
+                for sub in m.modules():
+                    if isinstance(sub, (nn.Linear, nn.Conv2d)):
+                        _init_layer(sub, init, float(sigma_w2), sigma_b2, g)  # type: ignore[arg-type]
+    return [m.to(device) for m in layers] if device is not None else layers
+
+
+def mlp(d_in: int, widths: tuple[int, ...] | list[int], d_out: int, *, activation: str = "relu",
+        bias: bool = True, sigma_w2: float | None = None, sigma_b2: float = 0.0,
+        init: str | None = None, seed: int | None = None,
+        dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
+        flatten: bool = False) -> nn.Sequential:
+    """Fully connected network d_in -> widths... -> d_out with ``activation`` after each hidden layer.
+
+    h^0 = x, h^l = phi(W^l h^{l-1} + b^l) for l = 1..L-1, f(x) = W^L h^{L-1} + b^L.
+    ``init`` is ``"default"`` (PyTorch's), ``"gaussian"`` or ``"orthogonal"``; it defaults to
+    ``"gaussian"`` when ``sigma_w2`` is given and ``"default"`` otherwise. ``seed`` makes the draw
+    reproducible without touching the global RNG. ``flatten`` prepends ``nn.Flatten`` (image inputs).
+    """
+    _check_positive(d_in=d_in, d_out=d_out)
+    widths = list(widths)
+    if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
+        raise ValueError(f"widths={widths!r} must be positive integers")
+    init = _check_init(activation, sigma_w2, sigma_b2, init)
+    dims = [d_in, *widths, d_out]
+
+    def make() -> list[nn.Module]:
+        layers: list[nn.Module] = [nn.Flatten()] if flatten else []
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
-            lin = nn.Linear(a, b, bias=bias, dtype=dtype)
-            if init != "default":
-                _init_linear(lin, init, float(sigma_w2), sigma_b2, g)
-            layers.append(lin)
+            layers.append(nn.Linear(a, b, bias=bias, dtype=dtype))
             if i < len(dims) - 2:
                 layers.append(ACTIVATIONS[activation]())
-    net = nn.Sequential(*layers)
-    return net.to(device) if device is not None else net
+        return layers
+
+    return nn.Sequential(*_build(make, init, sigma_w2, sigma_b2, seed, device))
+
+
+def cnn(in_channels: int, num_classes: int, *, channels: tuple[int, ...] | list[int] = (32, 64),
+        image_size: int = 32, hidden: int = 128, activation: str = "relu", bias: bool = True,
+        sigma_w2: float | None = None, sigma_b2: float = 0.0, init: str | None = None, seed: int | None = None,
+        dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> nn.Sequential:
+    """A small CNN: per entry of ``channels`` a 3x3 convolution (padding 1), ``activation`` and 2x2
+    max-pooling, then a hidden fully connected layer of ``hidden`` units and a linear read-out.
+
+    For MNIST use ``cnn(1, 10, image_size=28)``, for CIFAR-10 ``cnn(3, 10)``. Initialization as in
+    ``mlp`` (fan_in of a convolution = in_channels * 9).
+    """
+    _check_positive(in_channels=in_channels, num_classes=num_classes, image_size=image_size, hidden=hidden)
+    channels = list(channels)
+    if not channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels):
+        raise ValueError(f"channels={channels!r} must be a non-empty list of positive integers")
+    if image_size >> len(channels) < 1:
+        raise ValueError(f"image_size={image_size} is too small for {len(channels)} 2x2 poolings")
+    init = _check_init(activation, sigma_w2, sigma_b2, init)
+    side = image_size >> len(channels)
+
+    def make() -> list[nn.Module]:
+        layers: list[nn.Module] = []
+        c_in = in_channels
+        for c in channels:
+            layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=bias, dtype=dtype), ACTIVATIONS[activation](),
+                       nn.MaxPool2d(2)]
+            c_in = c
+        layers += [nn.Flatten(), nn.Linear(c_in * side * side, hidden, bias=bias, dtype=dtype),
+                   ACTIVATIONS[activation](), nn.Linear(hidden, num_classes, bias=bias, dtype=dtype)]
+        return layers
+
+    return nn.Sequential(*_build(make, init, sigma_w2, sigma_b2, seed, device))
+
+
+class Residual(nn.Module):
+    """h -> h + alpha * g(h): a residual (skip) connection around ``block`` (He et al. 2016)."""
+
+    def __init__(self, block: nn.Module, alpha: float = 1.0) -> None:
+        super().__init__()
+        self.block = block
+        self.alpha = float(alpha)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.alpha * self.block(h)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+
+def resmlp(d_in: int, width: int, depth: int, d_out: int, *, activation: str = "relu", bias: bool = True,
+           alpha: float = 1.0, skip: bool = True, sigma_w2: float | None = None, sigma_b2: float = 0.0,
+           init: str | None = None, seed: int | None = None, dtype: torch.dtype = torch.float32,
+           device: torch.device | str | None = None) -> nn.Sequential:
+    """Residual MLP: h^0 = W^in x, then ``depth`` blocks h^l = h^{l-1} + alpha W^l phi(h^{l-1}) (pre-activation,
+    He et al. 2016), and a linear read-out. ``skip=False`` drops the identity path (h^l = alpha W^l phi(h^{l-1})),
+    the plain network of the same parameter count used to compare loss landscapes (Li et al. 2018).
+    """
+    _check_positive(d_in=d_in, width=width, d_out=d_out)
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
+        raise ValueError(f"depth={depth!r} must be a non-negative integer")
+    if not math.isfinite(alpha):
+        raise ValueError(f"alpha={alpha!r} must be finite")
+    init = _check_init(activation, sigma_w2, sigma_b2, init)
+
+    def make() -> list[nn.Module]:
+        layers: list[nn.Module] = [nn.Linear(d_in, width, bias=bias, dtype=dtype)]
+        for _ in range(depth):
+            block = nn.Sequential(ACTIVATIONS[activation](), nn.Linear(width, width, bias=bias, dtype=dtype))
+            layers.append(Residual(block, alpha) if skip else _Scaled(block, alpha))
+        layers.append(nn.Linear(width, d_out, bias=bias, dtype=dtype))
+        return layers
+
+    return nn.Sequential(*_build(make, init, sigma_w2, sigma_b2, seed, device))
+
+
+class _Scaled(nn.Module):
+    """h -> alpha * g(h) (the residual block without its skip path)."""
+
+    def __init__(self, block: nn.Module, alpha: float = 1.0) -> None:
+        super().__init__()
+        self.block = block
+        self.alpha = float(alpha)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.alpha * self.block(h)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
 
 
 @torch.no_grad()
-def _init_linear(lin: nn.Linear, init: str, sigma_w2: float, sigma_b2: float,
-                 g: torch.Generator | None) -> None:
-    fan_out, fan_in = lin.weight.shape
+def _init_layer(layer: nn.Linear | nn.Conv2d, init: str, sigma_w2: float, sigma_b2: float,
+                g: torch.Generator | None) -> None:
+    fan_out = layer.weight.shape[0]
+    fan_in = layer.weight[0].numel()
     if init == "gaussian":
         w = torch.randn(fan_out, fan_in, generator=g, dtype=torch.float64) * math.sqrt(sigma_w2 / fan_in)
     else:
@@ -82,10 +196,10 @@ def _init_linear(lin: nn.Linear, init: str, sigma_w2: float, sigma_b2: float,
         q, r = torch.linalg.qr(a)
         q = q * torch.sign(torch.diagonal(r))
         w = (q if fan_out >= fan_in else q.T) * math.sqrt(sigma_w2)
-    lin.weight.copy_(w.to(lin.weight.dtype))
-    if lin.bias is not None:
+    layer.weight.copy_(w.reshape(layer.weight.shape).to(layer.weight.dtype))
+    if layer.bias is not None:
         b = torch.randn(fan_out, generator=g, dtype=torch.float64) * math.sqrt(sigma_b2)
-        lin.bias.copy_(b.to(lin.bias.dtype))
+        layer.bias.copy_(b.to(layer.bias.dtype))
 
 
 def num_params(model: nn.Module) -> int:
