@@ -42,3 +42,12 @@ def require_browser() -> str:
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT
+
+
+def pytest_configure(config):
+    # Under `pytest -n 2` each worker gets one core's worth of threads: two workers each spinning
+    # two OpenMP threads on two cores is slower than either alone.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
