@@ -302,7 +302,7 @@ class _ArrayUnpickler(pickle.Unpickler):
 
     _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                 ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-                ("numpy._core.multiarray", "scalar")}
+                ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}  # protocol 2 spells bytes so
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self._ALLOWED:
@@ -360,10 +360,11 @@ def _image_data(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarr
     if standardize:
         # Per channel, with the training split's statistics.
         axes = (0, 2, 3)
-        mu = xtr.mean(axis=axes, keepdims=True)
-        sd = xtr.std(axis=axes, keepdims=True)
-        sd[sd == 0] = 1.0
-        xtr, xte = (xtr - mu) / sd, (xte - mu) / sd
+        mu = xtr.mean(axis=axes, keepdims=True, dtype=np.float64)
+        sd = xtr.std(axis=axes, keepdims=True, dtype=np.float64)
+        sd[sd < 1e-6] = 1.0  # a constant channel: rounding leaves a tiny nonzero sd, not 0
+        xtr = ((xtr - mu) / sd).astype(np.float32)
+        xte = ((xte - mu) / sd).astype(np.float32)
     if flatten:
         xtr, xte = xtr.reshape(len(xtr), -1), xte.reshape(len(xte), -1)
     t = lambda a, dt: torch.as_tensor(np.ascontiguousarray(a), dtype=dt)  # noqa: E731

@@ -398,11 +398,11 @@ def fit(model: nn.Module, data: Data | tuple, *, steps: int | None = None, lr: f
                         if len(data.x_test):
                             metrics.update({f"test_{k}": v
                                             for k, v in evaluate(fwd, data.x_test, data.y_test, lf).items()})
-                    model.train()
                     hist.eval_step.append(step)
                     for k, v in metrics.items():
                         hist.eval.setdefault(k, []).append(v)
-                    stop = [cb(step, model, hist) for cb in callbacks]
+                    stop = [cb(step, model, hist) for cb in callbacks]  # still in eval mode
+                    model.train()
                     reached = _stop_reached(stop_when, metrics)
                     if reached:
                         hist.stopped_at = step
@@ -424,11 +424,13 @@ def fit(model: nn.Module, data: Data | tuple, *, steps: int | None = None, lr: f
 
 @torch.no_grad()
 def _output_width(model: nn.Module, x: torch.Tensor) -> int | None:
-    """Number of outputs of ``model`` (one sample, eval mode, mode restored); None if not a vector."""
+    """Number of outputs of ``model`` (two samples, eval mode, mode restored); None if unknown."""
     was = model.training
     try:
         model.eval()
-        out = model(x[:1])
+        out = model(x[:2])
+    except Exception:  # noqa: BLE001 - e.g. batch statistics of one sample; the loss will tell
+        return None
     finally:
         model.train(was)
     return int(out.shape[-1]) if out.dim() >= 2 else None
