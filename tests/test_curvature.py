@@ -154,6 +154,9 @@ def test_hvp_matches_dense(mlp_case, method):
     V = torch.randn(3, H.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     assert torch.allclose(C.hvp(model, CE, batch, V, method=method), V @ H, atol=1e-13)
     assert torch.allclose(C.hvp(model, CE, batch, V[0], method=method), H @ V[0], atol=1e-13)
+    # The vectorised backward pass (the GPU default) gives the same products.
+    op = C.HessianOperator(model, CE, batch, method=method, batched_backward=True)
+    assert torch.allclose(op(V), V @ H, atol=1e-13) and op.n_hvp == 3
 
 
 @pytest.mark.parametrize("which", C.WHICH)
@@ -185,7 +188,7 @@ def test_hutchinson_stderr_covers_truth(mlp_case):
     model, batch, H, _ = mlp_case
     truth = torch.trace(H).item()
     op_results = [C.hessian_trace(model, CE, batch, method="hutchinson", tol=0.1, probes_per_pass=32,
-                                  seed=s, hvp_method="forward_over_reverse") for s in range(20)]
+                                  seed=s, hvp_method="forward_over_reverse", subsample=None) for s in range(20)]
     z = [(r.value - truth) / r.stderr for r in op_results]
     assert all(r.converged and r.stderr <= 0.1 * abs(r.value) for r in op_results)
     # Nominal 95% intervals: at least 16 of 20 cover the truth, none is off by 4 standard errors.
@@ -203,11 +206,32 @@ def test_hutchpp_beats_hutchinson_on_outliers():
     model = nn.Linear(30, 1, bias=False).double()
     truth = (2 * X.T @ X / 200).trace().item()
     mse = nn.functional.mse_loss
-    hpp = C.hessian_trace(model, mse, (X, y), tol=0.02, sketch=8)
-    hut = C.hessian_trace(model, mse, (X, y), tol=0.02, method="hutchinson", probes_per_pass=16)
+    hpp = C.hessian_trace(model, mse, (X, y), tol=0.02, sketch=8, subsample=None)
+    hut = C.hessian_trace(model, mse, (X, y), tol=0.02, method="hutchinson", probes_per_pass=16, subsample=None)
     assert hpp.converged and hut.converged
     assert abs(hpp.value - truth) < 4 * hpp.stderr and abs(hut.value - truth) < 4 * hut.stderr
     assert hpp.n_hvp < hut.n_hvp / 10
+
+
+def test_subsampled_probes_are_unbiased_and_only_for_per_sample_means():
+    # tanh MLP, 240 samples in chunks of 30: H = sum_k (n_k/N) H_k, so chunk probes are unbiased.
+    model = tiny_mlp(3)
+    X, y = data(3, n=240)
+    truth = torch.trace(dense_hessian(model, CE, (X, y))).item()
+    runs = [C.hessian_trace(model, CE, (X, y), tol=0.05, subsample=30, seed=s) for s in range(12)]
+    assert all(r.converged and r.n_sub_hvp > 0 for r in runs)
+    z = [(r.value - truth) / r.stderr for r in runs]
+    assert sum(abs(x) <= 2 for x in z) >= 9 and max(abs(x) for x in z) < 4
+    # A summed loss is not the mean of chunk losses: no subsampling, still the right trace.
+    def ce_sum(o, t):
+        return CE(o, t, reduction="sum")
+
+    r = C.hessian_trace(model, ce_sum, (X, y), tol=0.05, subsample=30)
+    assert r.n_sub_hvp == 0 and abs(r.value - 240 * truth) < 4 * r.stderr
+    # BatchNorm in train mode couples the samples: no subsampling either.
+    r = C.hessian_trace(tiny_mlp(bn=True), CE, (X, y), tol=0.2, subsample=30, mode="train")
+    assert r.n_sub_hvp == 0
+    assert C.hessian_trace(tiny_mlp(bn=True), CE, (X, y), tol=0.2, subsample=30, mode="eval").n_sub_hvp > 0
 
 
 def test_trace_max_probes_warns(mlp_case):

@@ -61,16 +61,19 @@ class HessianOperator:
 
     Calling the operator with ``v`` of shape ``(P,)`` returns ``H v``; with ``(b, P)`` it returns the
     ``b`` products (forward-over-reverse vectorises them with ``vmap``; double backward loops on
-    CPU, where batching measured no faster, and uses ``is_grads_batched`` on GPU). ``n_hvp``
-    counts products (vectors times data passes).
+    CPU, where batching measured no faster, and vectorises the backward pass with
+    ``is_grads_batched`` on GPU; ``batched_backward`` overrides). ``n_hvp`` counts products
+    (vectors times data passes). ``mode`` and ``seed`` (the dropout masks in train mode) as in
+    ``tdlcourse._functional``.
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable, batch, *, mode: str | None = None,
-                 method: str = "double_backward", seed: int = 0):
+                 method: str = "double_backward", seed: int = 0, batched_backward: bool | None = None):
         if method not in HVP_METHODS:
             raise ValueError(f"method={method!r} is not allowed; use one of {HVP_METHODS}")
         check_mode(model, mode)
         self.model, self.loss_fn, self.mode, self.method, self.seed = model, loss_fn, mode, method, seed
+        self.batched_backward = batched_backward
         self.spec: ParamSpec = param_spec(model)
         self.batches = Batches(batch, self.spec.device)
         self._f = functional_loss(model, loss_fn, mode)
@@ -87,6 +90,14 @@ class HessianOperator:
     @property
     def dim(self) -> int:
         return self.spec.n
+
+    @property
+    def gradient(self) -> torch.Tensor | None:
+        """nabla L(theta) as a flat vector when the cached graph holds it (else None)."""
+        if self._graph is None:
+            return None
+        return self.spec.flatten([g.detach() if g is not None else torch.zeros(s, device=self.spec.device,
+                                  dtype=self.spec.dtype) for g, s in zip(self._graph[1], self.spec.shapes)])
 
     # g = nabla L with its graph: built once (cached) or per batch per product (loaders).
     def _build_graph(self, items):
@@ -130,10 +141,11 @@ class HessianOperator:
         vl = [vs[self.spec.names[i]] for i in live]
 
         def flat(hv, lead):
-            return torch.cat([(h if h is not None else V.new_zeros(*lead, *s)).reshape(*lead, -1)
+            return torch.cat([(h if h is not None else V.new_zeros(tuple(lead) + tuple(s))).reshape(*lead, -1)
                               for h, s in zip(hv, self.spec.shapes)], dim=-1)
 
-        if b > 1 and V.device.type == "cuda":
+        batched = V.device.type == "cuda" if self.batched_backward is None else self.batched_backward
+        if b > 1 and batched:
             try:
                 return flat(torch.autograd.grad(gl, leaves, vl, retain_graph=True, allow_unused=True,
                                                 is_grads_batched=True), (b,))
@@ -220,7 +232,8 @@ def _orth_rows(W: torch.Tensor, basis: torch.Tensor | None) -> torch.Tensor:
 
 
 def _lanczos(op: Callable[[torch.Tensor], torch.Tensor], spec: ParamSpec, *, k: int, which: str,
-             tol: float, block_size: int, max_steps: int, seed: int, want_vectors: bool) -> EigResult:
+             tol: float, block_size: int, max_steps: int, seed: int, want_vectors: bool,
+             hint: torch.Tensor | None = None) -> EigResult:
     # Row convention: a block Q_j is (p_j, P) with orthonormal rows, op(Q) returns the rows Q_j H.
     # Recurrence: Q_j H = A_j Q_j + B_j Q_{j-1} + B_{j+1}^T Q_{j+1}; T_m has A_j on the diagonal and
     # B_{j+1} (p_{j+1} x p_j) below it.
@@ -230,8 +243,14 @@ def _lanczos(op: Callable[[torch.Tensor], torch.Tensor], spec: ParamSpec, *, k: 
     cap = min(n, block_size * max_steps)
     V = torch.empty(min(cap, 4 * block_size + 16), n, device=dev, dtype=dt)  # grown by doubling
     T = torch.zeros(cap, cap, dtype=torch.float64)
-    Q = torch.linalg.qr(torch.randn(n, min(block_size, n), generator=gen, dtype=torch.float64))[0].T
-    Q = Q.to(dev, dt).contiguous()
+    Q0 = torch.randn(n, min(block_size, n), generator=gen, dtype=torch.float64)
+    Q0 /= Q0.norm(dim=0)
+    if hint is not None and torch.isfinite(hint).all() and float(hint.norm()) > 0:
+        # Random plus a hint direction (the gradient, which for trained nets lies mostly in the top
+        # eigenspace, Gur-Ari et al. 2018): fewer steps for the largest eigenvalues, while the
+        # random part keeps every eigenvector reachable.
+        Q0[:, 0] += (hint / hint.norm()).double().cpu()
+    Q = torch.linalg.qr(Q0)[0].T.to(dev, dt).contiguous()
     m, steps, n_hvp, scale, restarts = 0, 0, 0, 0.0, 0
     Qprev = Bprev = None
     while True:
@@ -317,7 +336,11 @@ def hessian_eigs(model: nn.Module, loss_fn: Callable, batch, k: int = 1, which: 
     ``max(100, 20 k)`` block steps, at most P/block_size) caps the work; reaching it unconverged
     gives a ``RuntimeWarning`` and ``converged=False``. Eigenvalues come in decreasing order.
 
-    A single start vector finds each distinct eigenvalue once: an eigenvalue of multiplicity m
+    The start block is random; when the cached gradient g is at hand (default method, data in
+    memory) g/||g|| is added to the first start vector, which saves steps for the largest
+    eigenvalues (the gradient of a trained net lies mostly in the top eigenspace, Gur-Ari, Roberts &
+    Dyer 2018) and cannot change what is converged to. A single start vector finds each distinct
+    eigenvalue once: an eigenvalue of multiplicity m
     shows up once among the k largest unless ``block_size >= m``. ``tol`` below about 1e-6 is not
     reachable in float32 (the product itself is that noisy): use a float64 model.
     """
@@ -338,8 +361,8 @@ def hessian_eigs(model: nn.Module, loss_fn: Callable, batch, k: int = 1, which: 
     if not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(f"max_steps={max_steps!r} must be a positive int")
     op = HessianOperator(model, loss_fn, batch, mode=mode, method=method, seed=seed)
-    res = _lanczos(op, op.spec, k=k, which=which, tol=tol, block_size=block_size,
-                   max_steps=max_steps, seed=seed, want_vectors=eigenvectors)
+    res = _lanczos(op, op.spec, k=k, which=which, tol=tol, block_size=block_size, max_steps=max_steps,
+                   seed=seed, want_vectors=eigenvectors, hint=op.gradient if which != "smallest" else None)
     if not res.converged:
         warnings.warn(f"hessian_eigs did not converge in {res.n_steps} steps ({res.n_hvp} Hessian-vector "
                       f"products): largest error bound {float(res.error_bounds.max()):.3g} > tol * scale; "
@@ -353,15 +376,16 @@ def hessian_eigs(model: nn.Module, loss_fn: Callable, batch, k: int = 1, which: 
 class TraceResult:
     """A stochastic estimate of tr(H) with its standard error.
 
-    ``value +- stderr`` (one standard error of the mean of the probe samples); ``n_probes`` random
-    probes on top of ``n_hvp - n_probes`` products spent on the Hutch++ sketch (zero for
-    Hutchinson); ``converged`` when ``stderr <= tol * |value|``.
+    ``value +- stderr`` (one standard error); ``n_probes`` random probes; ``n_hvp`` products on the
+    whole data (sketch and full-data probes) and ``n_sub_hvp`` products on one data chunk each
+    (subsampled probes, see ``hessian_trace``); ``converged`` when ``stderr <= tol * |value|``.
     """
 
     value: float
     stderr: float
     n_probes: int
     n_hvp: int
+    n_sub_hvp: int
     converged: bool
     method: str
     tol: float
@@ -371,19 +395,49 @@ def _rademacher(b: int, n: int, gen: torch.Generator, dev, dt) -> torch.Tensor:
     return (torch.randint(0, 2, (b, n), generator=gen, dtype=torch.int8) * 2 - 1).to(dev, dt)
 
 
+def _chunks(op: HessianOperator, size: int | None) -> list | None:
+    """Split the data into chunks of ``size`` samples if the loss is a per-sample mean, else None.
+
+    The check: the loss of all the data must equal the size-weighted mean of the chunk losses
+    (fails for reduction='sum', BatchNorm in train mode, dropout in train mode, coupled losses).
+    """
+    if size is None or op._graph is None:
+        return None
+    items = [(x[s:s + size], y[s:s + size]) for x, y in op.batches for s in range(0, len(x), size)]
+    if len(items) < 4:
+        return None
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i, b in enumerate(items):
+            with use_mode(op.model, op.mode, op.seed + i):
+                total += float(op._f(op._theta, b)) * batch_size(b)
+            count += batch_size(b)
+    if abs(total / count - op.loss) > 1e-5 * abs(op.loss) + 1e-12:
+        return None
+    return items
+
+
 def hessian_trace(model: nn.Module, loss_fn: Callable, batch, *, tol: float = 0.01,
                   method: str = "hutch++", mode: str | None = None, sketch: int = 10,
-                  min_probes: int = 10, max_probes: int = 2000, probes_per_pass: int = 1,
-                  seed: int = 0, hvp_method: str = "double_backward") -> TraceResult:
+                  subsample: int | None = 128, min_probes: int = 10, max_probes: int = 5000,
+                  probes_per_pass: int = 1, seed: int = 0, hvp_method: str = "double_backward") -> TraceResult:
     """tr(H) by Hutchinson (1989) or Hutch++ (Meyer et al. 2021), stopping on the standard error.
 
-    Hutchinson: tr(H) = E[z^T H z] for Rademacher z (entries +-1), estimated by the mean of the
-    samples z_i^T H z_i; stderr = std(samples) / sqrt(m).
-    Hutch++: Q = orth(H S) for a Rademacher sketch S (``sketch`` columns, 2*sketch products) and
+    Hutchinson: tr(H) = E[z^T H z] for Rademacher z (entries +-1); the estimate is the mean of the
+    samples z_i^T H z_i and stderr = std(samples)/sqrt(m).
+    Hutch++: Q = orth(H S) for a Rademacher sketch S (``sketch`` columns; 2*sketch products) and
     tr(H) = tr(Q^T H Q) + E[z^T (I-QQ^T) H (I-QQ^T) z]: the top of the spectrum (the outliers of a
-    trained net's Hessian, Sagun et al. 2017) is taken exactly and only the bulk is sampled, which
-    cuts the variance. In both, probes are added until stderr <= tol * |value| (at least
-    ``min_probes``, at most ``max_probes``; stopping there unconverged warns).
+    trained net's Hessian, Sagun et al. 2017) is taken exactly and only the rest is sampled.
+
+    Subsampled probes: when the loss is a per-sample mean, H = sum_k (n_k/N) H_k over data chunks of
+    ``subsample`` samples, so z^T H_k z with chunk k drawn with probability n_k/N is also unbiased
+    for the sampled term; it has a larger variance but costs about n_k/N of a product. After
+    ``min_probes`` probes of each kind, the kind with the smaller variance x cost (cost modelled as
+    samples + 128, calibrated on CPU) is continued; the two means are combined by inverse-variance
+    weights. ``subsample=None`` always uses the whole data. Whole-data probes are drawn
+    ``probes_per_pass`` at a time (one batched product, e.g. ``vmap`` with
+    ``hvp_method="forward_over_reverse"``). Probes are added until
+    stderr <= tol * |value| (at most ``max_probes``; stopping there unconverged warns).
     """
     if method not in TRACE_METHODS:
         raise ValueError(f"method={method!r} is not allowed; use one of {TRACE_METHODS}")
@@ -391,8 +445,10 @@ def hessian_trace(model: nn.Module, loss_fn: Callable, batch, *, tol: float = 0.
         raise ValueError(f"tol={tol!r} must be in (0, 1)")
     for name, val, lo in (("sketch", sketch, 1), ("min_probes", min_probes, 2), ("max_probes", max_probes, 2),
                           ("probes_per_pass", probes_per_pass, 1)):
-        if not isinstance(val, int) or val < lo:
+        if not isinstance(val, int) or isinstance(val, bool) or val < lo:
             raise ValueError(f"{name}={val!r} must be an int >= {lo}")
+    if subsample is not None and (not isinstance(subsample, int) or subsample < 1):
+        raise ValueError(f"subsample={subsample!r} must be a positive int (chunk size) or None")
     if max_probes < min_probes:
         raise ValueError(f"max_probes={max_probes} must be >= min_probes={min_probes}")
     op = HessianOperator(model, loss_fn, batch, mode=mode, method=hvp_method, seed=seed)
@@ -400,29 +456,54 @@ def hessian_trace(model: nn.Module, loss_fn: Callable, batch, *, tol: float = 0.
     gen = torch.Generator().manual_seed(seed)
     exact, Q = 0.0, None
     if method == "hutch++":
-        s = min(sketch, n)
-        Q = torch.linalg.qr(op(_rademacher(s, n, gen, dev, dt)).T)[0].T.contiguous()
+        Q = torch.linalg.qr(op(_rademacher(min(sketch, n), n, gen, dev, dt)).T)[0].T.contiguous()
         exact = float((Q * op(Q)).sum())
-    samples: list[float] = []
-    value = stderr = math.nan
-    while len(samples) < max_probes:
-        b = min(probes_per_pass, max_probes - len(samples))
-        Z = _rademacher(b, n, gen, dev, dt)
+    chunks = _chunks(op, subsample)
+    sub_ops: dict[int, HessianOperator] = {}
+    if chunks is not None:
+        sizes = torch.tensor([batch_size(b) for b in chunks], dtype=torch.float64)
+        N = float(sizes.sum())
+
+    def probe(kind: str, b: int) -> list[float]:
+        Z = _rademacher(b if kind == "full" else 1, n, gen, dev, dt)
         if Q is not None:
             Z = Z - (Z @ Q.T) @ Q
-        samples += (Z * op(Z)).sum(dim=1).double().cpu().tolist()
-        if len(samples) >= min_probes:
-            t = torch.tensor(samples, dtype=torch.float64)
-            value = exact + float(t.mean())
-            stderr = float(t.std() / math.sqrt(len(t)))
-            if stderr <= tol * abs(value):
-                break
+        if kind == "full":
+            return (Z * op(Z)).sum(1).double().cpu().tolist()
+        k = int(torch.multinomial(sizes, 1, generator=gen))
+        if k not in sub_ops:
+            sub_ops[k] = HessianOperator(model, loss_fn, chunks[k], mode=mode, seed=seed + k)
+        return (Z * sub_ops[k](Z)).sum(1).double().cpu().tolist()
+
+    samples: dict[str, list[float]] = {"full": [], "sub": []}
+    kinds = ["full", "sub"] if chunks is not None else ["full"]
+    value = stderr = math.nan
+    while sum(map(len, samples.values())) < max_probes:
+        pending = [k for k in kinds if len(samples[k]) < min_probes]
+        if pending:
+            kind = pending[0]
+        else:
+            cost = {"full": N + 128, "sub": float(sizes.mean()) + 128} if chunks is not None else {"full": 1.0}
+            kind = min(kinds, key=lambda k: torch.tensor(samples[k]).var().item() * cost[k])
+        left = max_probes - sum(map(len, samples.values()))
+        samples[kind] += probe(kind, min(probes_per_pass, left))
+        if any(len(samples[k]) < min_probes for k in kinds):
+            continue
+        means = {k: float(torch.tensor(v, dtype=torch.float64).mean()) for k, v in samples.items() if v}
+        ses2 = {k: float(torch.tensor(v, dtype=torch.float64).var()) / len(v) for k, v in samples.items() if v}
+        w = {k: 1 / max(ses2[k], 1e-300) for k in means}
+        value = exact + sum(w[k] * means[k] for k in means) / sum(w.values())
+        stderr = math.sqrt(1 / sum(w.values()))
+        if stderr <= tol * abs(value):
+            break
     converged = stderr <= tol * abs(value)
+    n_probes = sum(map(len, samples.values()))
     if not converged:
         warnings.warn(f"hessian_trace stopped at max_probes={max_probes} with stderr {stderr:.3g} > "
                       f"tol * |value| = {tol * abs(value):.3g}", RuntimeWarning, stacklevel=2)
-    return TraceResult(value=value, stderr=stderr, n_probes=len(samples), n_hvp=op.n_hvp,
-                       converged=converged, method=method, tol=tol)
+    return TraceResult(value=value, stderr=stderr, n_probes=n_probes, n_hvp=op.n_hvp,
+                       n_sub_hvp=sum(o.n_hvp for o in sub_ops.values()), converged=converged,
+                       method=method, tol=tol)
 
 
 # --------------------------------------------------------------------------------------- density
