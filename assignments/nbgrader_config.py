@@ -3,7 +3,8 @@
 Works on one machine out of the box: the gradebook is SQLite in this folder and the exchange is a
 local directory. For a shared server set TDL_EXCHANGE to a directory all users can write (nbgrader's
 multi-user exchange needs it world-writable with the sticky bit, e.g. /srv/nbgrader/exchange,
-mode 1777) and TDL_GRADEBOOK to any SQLAlchemy URL (e.g. postgresql://...).
+mode 1777) and TDL_GRADEBOOK to any SQLAlchemy URL (e.g. postgresql://...). The `tdl` command
+(`tdl --help`) reads this file too; see assignments/README.md.
 """
 
 import os
@@ -20,6 +21,9 @@ c.Exchange.path_includes_course = True
 c.CourseDirectory.assignments = {}  # assignments are added to the gradebook by `nbgrader db assignment add`
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
-# Autograding never waits forever on a student's infinite loop.
+# Autograding never waits forever on a student's infinite loop (per cell; `tdl grade` also has a
+# per-notebook limit, --timeout).
 c.ExecutePreprocessor.timeout = 120
 c.Execute.timeout = 120
+# A student who deletes a test cell gets it back (from the gradebook) and graded, not a free pass.
+c.OverwriteCells.add_missing_cells = True

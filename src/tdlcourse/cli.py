@@ -1,0 +1,227 @@
+"""The ``tdl`` command: run notebooks at a scale, and a whole term of nbgrader from the command line.
+
+    tdl roster import roster.csv        add/update students (idempotent; prints what changed)
+    tdl release hw01 [--due DATE]       check at scale="ci", generate, release to the exchange
+    tdl collect hw01                    collect submissions from the exchange
+    tdl grade hw01 [--jobs N] [--timeout S]   autograde in parallel, isolated, with a summary
+    tdl feedback hw01 [--with-solutions]      generate and release feedback
+    tdl export grades.csv               every score of every student
+    tdl report hw01                     HTML report with a histogram per autograded cell
+    tdl run NOTEBOOK [--scale ci]       execute a notebook at a scale (papermill)
+
+The course is found from ``--course``, ``$TDL_COURSE``, or the current directory (or its
+``assignments/`` folder). Bad input prints one clear message and exits with status 2, having
+written nothing; ``tdl grade`` exits 1 when some submission could not be graded (a grader failure,
+not a student's error) or the gradebook fails its integrity check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+
+EXIT_BAD_INPUT = 2
+
+
+def _course(args):
+    from .grading_course import load_course
+
+    return load_course(args.course)
+
+
+def cmd_roster(args) -> int:
+    from .grading_course import import_roster
+
+    change = import_roster(_course(args), args.csv)
+    for sid in change.added:
+        print(f"added     {sid}")
+    for sid, fields in change.updated:
+        print(f"updated   {sid} ({', '.join(fields)})")
+    for sid in change.not_in_file:
+        print(f"kept      {sid} (in the gradebook, not in {args.csv}; never deleted)")
+    print(f"{len(change.added)} added, {len(change.updated)} updated, {len(change.unchanged)} unchanged"
+          + ("" if change.changed else ": nothing changed"))
+    return 0
+
+
+def cmd_release(args) -> int:
+    from .grading_course import release
+
+    course = _course(args)
+    if not args.no_check:
+        print(f"checking {args.assignment} at scale='ci'...", file=sys.stderr)
+    r = release(course, args.assignment, due=args.due, check=not args.no_check)
+    due = f"due {r.duedate:%Y-%m-%d %H:%M} UTC" if r.duedate else "no due date"
+    print(f"released {r.assignment} ({', '.join(r.notebooks)}; {due}) to {r.exchange}")
+    return 0
+
+
+def cmd_collect(args) -> int:
+    from .grading_course import collect
+
+    r = collect(_course(args), args.assignment)
+    print(f"{len(r.collected)} submission(s) of {r.assignment}: {', '.join(r.collected) or '-'}")
+    if r.late:
+        print(f"late: {', '.join(r.late)}")
+    if r.missing:
+        print(f"no submission from: {', '.join(r.missing)}")
+    if r.unknown:
+        print(f"not on the roster (collected anyway): {', '.join(r.unknown)}")
+    return 0
+
+
+def cmd_grade(args) -> int:
+    from .grading import format_run, grade
+    from .grading_course import load_course
+    from .grading_execute import Limits
+
+    course = load_course(args.course)
+    cell_timeout = args.cell_timeout
+    if cell_timeout is None:
+        cell_timeout = float(course.config.get("Execute", {}).get("timeout", 120) or 120)
+    limits = Limits(notebook_timeout=args.timeout, cell_timeout=min(cell_timeout, args.timeout),
+                    max_output_bytes=args.max_output)
+    run = grade(course, args.assignment, jobs=args.jobs, limits=limits, students=args.student, force=args.force,
+                sandbox_mode=args.sandbox, memory_mb=args.memory_mb, progress=not args.no_progress)
+    print(format_run(run))
+    return 0 if run.ok else 1
+
+
+def cmd_feedback(args) -> int:
+    from .grading_course import feedback
+
+    r = feedback(_course(args), args.assignment, with_solutions=args.with_solutions)
+    print(f"feedback for {r.assignment} released to {len(r.students)} student(s)"
+          + (" with the model solution" if r.with_solutions else ""))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .grading_course import export_grades
+
+    n = export_grades(_course(args), args.csv)
+    print(f"wrote {n} rows to {args.csv}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .grading_course import write_report
+
+    path = write_report(_course(args), args.assignment, args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .grading_course import run_notebook
+
+    run_notebook(args.notebook, scale=args.scale, output=args.output)
+    print(f"{args.notebook}: ran at scale={args.scale!r}" + (f", wrote {args.output}" if args.output else ""))
+    return 0
+
+
+def _positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+        return value
+    return parse
+
+
+def parser() -> argparse.ArgumentParser:
+    from .grading import SANDBOX_CHOICES
+
+    p = argparse.ArgumentParser(prog="tdl", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.split("\n\n")[1].splitlines()))
+    p.add_argument("--version", action="version", version=f"tdl {__version__}")
+    p.add_argument("--course", help="course root (holds nbgrader_config.py); default $TDL_COURSE, ., ./assignments")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    r = sub.add_parser("roster", help="manage the student roster")
+    rs = r.add_subparsers(dest="action", metavar="ACTION", required=True)
+    ri = rs.add_parser("import", help="add or update students from a CSV (id, first name, last name, email)")
+    ri.add_argument("csv")
+    ri.set_defaults(func=cmd_roster)
+
+    r = sub.add_parser("release", help="check at scale='ci', generate and release an assignment")
+    r.add_argument("assignment")
+    r.add_argument("--due", help="due date, e.g. '2026-12-01 17:00' (UTC) or '2026-12-01T17:00+01:00'")
+    r.add_argument("--no-check", action="store_true", help="skip running the source at scale='ci'")
+    r.set_defaults(func=cmd_release)
+
+    r = sub.add_parser("collect", help="collect submissions from the exchange")
+    r.add_argument("assignment")
+    r.set_defaults(func=cmd_collect)
+
+    r = sub.add_parser("grade", help="autograde collected submissions in parallel")
+    r.add_argument("assignment")
+    r.add_argument("--jobs", "-j", type=_positive(int), default=2, help="worker processes (default 2)")
+    r.add_argument("--timeout", type=_positive(float), default=600.0,
+                   help="wall-clock limit per notebook in seconds (default 600)")
+    r.add_argument("--cell-timeout", type=_positive(float), default=None,
+                   help="limit per cell in seconds (default: Execute.timeout of the course config, else 120)")
+    r.add_argument("--max-output", type=_positive(int), default=1_000_000,
+                   help="bytes of output a cell may print before it is stopped (default 1000000)")
+    r.add_argument("--memory-mb", type=_positive(int), default=None, help="address-space limit of a kernel (MiB)")
+    r.add_argument("--student", action="append", help="grade only this student (repeatable)")
+    r.add_argument("--force", action="store_true", help="regrade submissions that were already graded")
+    r.add_argument("--sandbox", choices=SANDBOX_CHOICES, default="auto",
+                   help="kernel isolation: auto (best available, warn otherwise), require, off")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.set_defaults(func=cmd_grade)
+
+    r = sub.add_parser("feedback", help="generate and release feedback")
+    r.add_argument("assignment")
+    r.add_argument("--with-solutions", action="store_true", help="append the model solution (after the due date)")
+    r.set_defaults(func=cmd_feedback)
+
+    r = sub.add_parser("export", help="export all grades to a CSV file")
+    r.add_argument("csv")
+    r.set_defaults(func=cmd_export)
+
+    r = sub.add_parser("report", help="write an HTML report with score histograms per autograded cell")
+    r.add_argument("assignment")
+    r.add_argument("--out", help="output file (default <course>/reports/<assignment>.html)")
+    r.set_defaults(func=cmd_report)
+
+    r = sub.add_parser("run", help="execute a notebook at a scale")
+    r.add_argument("notebook")
+    r.add_argument("--scale", default="ci", help="ci, cpu or gpu (default ci)")
+    r.add_argument("--output", help="write the executed notebook here")
+    r.set_defaults(func=cmd_run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``tdl`` console script; returns the exit status."""
+    import os
+
+    from .grading_course import CourseError
+
+    # nbgrader runs `alembic` by name: the environment's bin must be on PATH even when not activated.
+    bindir = os.path.dirname(sys.executable)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CourseError, ValueError) as e:
+        print(f"tdl {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except RuntimeError as e:
+        print(f"tdl {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"tdl {args.command}: interrupted; nothing half-recorded (rerun to finish)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,354 @@
+"""A whole term with the `tdl` command on a temporary copy of the course, with a real exchange
+directory and real nbgrader: roster, release, students fetch and submit (nbgrader's exchange API),
+collect, grade (twice), feedback with solutions, students fetch feedback, export, report.
+
+The class: three honest students (one with a wrong answer) and one hostile or broken submission
+of every kind the grader must survive. Oracles: every score is known in advance from the answers
+(hw01's autograded cells are worth 2, 1 and 3 points); the gradebook passes SQLite's and
+nbgrader's integrity checks; a second `tdl grade` changes no byte of the gradebook's grades or of
+the graded notebooks.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from conftest import BIN, IN_CI, ROOT
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading")]
+
+ROOTED = hasattr(os, "geteuid") and os.geteuid() == 0
+HONEST = {"good1": 6.0, "good2": 3.0, "good3": 6.0}
+# student -> expected autograded cell scores (q1, q2, q3)
+EXPECTED = {
+    "good1": (2, 1, 3), "good2": (2, 1, 0), "good3": (2, 1, 3),
+    "loop": (0, 1, 3),      # infinite loop in q1 only: that cell times out, the rest is graded
+    "crash": (2, 1, 0),     # os._exit while q3's test runs: q3 scores 0, q1 and q2 keep their points
+    "spam": (2, 1, 3),      # 100 MB of prints: stopped early (else d_vacuous = -1 and q2 fails)
+    "deleted": (2, 1, 3),   # q3's test cell deleted: re-added from the gradebook and graded
+    "edited": (0, 1, 3),    # q1's test replaced by `pass` with a wrong vc_gap: restored, caught
+    "snoop": (2, 1, 3),     # tries to read source/, the gradebook, others' work: finds nothing
+    "renamed": (0, 0, 0),   # submitted hw01-Copy1.ipynb: no hw01.ipynb, scored 0
+    "intruder": (0, 0, 0),  # corrupted JSON, and not on the roster
+}
+ROSTER = [s for s in EXPECTED if s != "intruder"]
+
+
+def _cell(nb, gid):
+    return next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == gid)
+
+
+def _answers(nb, source):
+    """Copy the source's solutions into a fetched notebook (what an honest student writes)."""
+    sol = {c.metadata["nbgrader"]["grade_id"]: c.source for c in source.cells
+           if c.metadata.get("nbgrader", {}).get("solution") and c.cell_type == "code"}
+    for c in nb.cells:
+        gid = c.metadata.get("nbgrader", {}).get("grade_id")
+        if gid in sol:
+            c.source = sol[gid]
+    return nb
+
+
+def _edit(student, nb, course):
+    if student == "good2":
+        _cell(nb, "q3-solution").source = "def rademacher_linear(X):\n    return 0.0\n"
+    elif student == "loop":
+        c = _cell(nb, "q1-solution")
+        c.source = c.source.replace("    ### BEGIN SOLUTION",
+                                    "    if d == 100 and m == 1797:\n        while True:\n            pass\n"
+                                    "    ### BEGIN SOLUTION")
+    elif student == "crash":
+        c = _cell(nb, "q3-solution")
+        c.source = c.source.replace("    X = np.asarray", "    import os\n    os._exit(1)\n    X = np.asarray")
+    elif student == "spam":
+        # ~100 MB if it ran to the end (10**7 lines); the cap must stop it long before.
+        _cell(nb, "q2-solution").source += "\nfor _i in range(10**7):\n    print(f'{_i:09d}')\nd_vacuous = -1\n"
+    elif student == "deleted":
+        nb.cells.remove(_cell(nb, "q3-test"))
+    elif student == "edited":
+        c = _cell(nb, "q1-solution")
+        c.source = c.source.replace("    ### BEGIN SOLUTION",
+                                    "    if (d, m) == (100, 1797):\n        return 0.0\n    ### BEGIN SOLUTION")
+        _cell(nb, "q1-test").source = "pass"
+        _cell(nb, "q3-test").metadata["nbgrader"]["points"] = 100
+        _cell(nb, "intro").source = "# I wrote this assignment"
+    elif student == "snoop":
+        targets = {"abs": [str(course / "source" / "hw01" / "hw01.ipynb"), str(course / "gradebook.db"),
+                           str(course / "submitted" / "good1" / "hw01" / "hw01.ipynb"),
+                           str(course / "autograded" / "good1" / "hw01" / "hw01.ipynb"),
+                           str(course / "nbgrader_config.py")],
+                   "rel": ["../../../source/hw01/hw01.ipynb", "../../../gradebook.db",
+                           "../../good1/hw01/hw01.ipynb", "../../../../source/hw01/hw01.ipynb",
+                           "../../../../gradebook.db"]}
+        # Writing into the gradebook is only attempted where the sandbox must stop it (root).
+        write = [str(course / "gradebook.db")] if ROOTED else []
+        _cell(nb, "q2-solution").source = (
+            "import json\n"
+            f"_targets = {json.dumps(targets)}\n"
+            "_found = {}\n"
+            "for _kind, _paths in _targets.items():\n"
+            "    for _p in _paths:\n"
+            "        try:\n"
+            "            with open(_p, 'rb') as _fh:\n"
+            "                _fh.read(64)\n"
+            "            _found.setdefault(_kind, []).append(_p)\n"
+            "        except OSError:\n"
+            "            pass\n"
+            f"for _p in {json.dumps(write)}:\n"
+            "    try:\n"
+            "        with open(_p, 'r+b') as _fh:\n"
+            "            _fh.write(b'corrupted by a student')\n"
+            "        _found.setdefault('written', []).append(_p)\n"
+            "    except OSError:\n"
+            "        pass\n"
+            "print('FOUND=' + json.dumps(_found, sort_keys=True))\n"
+            "d_vacuous = next(d for d in range(1, 1259) if vc_gap(d, 1258, 0.05) >= 1) if not _found else -1\n"
+        )
+    return nb
+
+
+def _tdl(env, *args, check=True):
+    r = subprocess.run([str(BIN / "tdl"), *args], env=env, capture_output=True, text=True, timeout=600)
+    if check:
+        assert r.returncode == 0, f"tdl {' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr}"
+    return r
+
+
+def _student_app(cls, course, home, sid, assignment="hw01"):
+    from nbgrader.auth import Authenticator
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config import Config
+
+    c = Config()
+    c.Exchange.root = str(course / "exchange")
+    c.Exchange.path_includes_course = True
+    c.Exchange.cache = str(home / ".nbgrader_cache")
+    c.CourseDirectory.course_id = "tdl"
+    c.CourseDirectory.root = str(home)
+    cd = CourseDirectory(config=c)
+    cd.assignment_id, cd.student_id = assignment, sid
+    app = cls(coursedir=cd, authenticator=Authenticator(config=c), config=c)
+    app.assignment_dir = str(home)
+    return app
+
+
+def _gradebook_snapshot(course):
+    from nbgrader.api import Gradebook
+
+    rows = []
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        for a in gb.assignments:
+            for sub in a.submissions:
+                for nb in sub.notebooks:
+                    for g in nb.grades:
+                        rows.append((sub.student.id, nb.notebook.name, g.cell.name, g.auto_score, g.manual_score,
+                                     g.needs_manual_grade))
+                rows.append((sub.student.id, "timestamp", str(sub.timestamp)))
+    return sorted(rows, key=str)
+
+
+def _files_snapshot(directory):
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def term(tmp_path_factory):
+    from nbgrader.exchange.default import ExchangeFetchAssignment, ExchangeFetchFeedback, ExchangeSubmit
+
+    work = tmp_path_factory.mktemp("term")
+    course = work / "course"
+    course.mkdir()
+    shutil.copy(ROOT / "assignments" / "nbgrader_config.py", course)
+    shutil.copytree(ROOT / "assignments" / "source", course / "source")
+    env = {k: v for k, v in os.environ.items() if k not in ("TDL_EXCHANGE", "TDL_GRADEBOOK", "TDL_COURSE_ID")}
+    env.update(TDL_COURSE=str(course), PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    out = {"course": course, "env": env, "work": work}
+
+    roster = work / "roster.csv"
+    roster.write_text("id,First Name,Last Name,Email\n" + "".join(f"{s},{s.title()},Student,{s}@uni.example\n"
+                                                              for s in ROSTER))
+    out["roster1"] = _tdl(env, "roster", "import", str(roster))
+    out["roster2"] = _tdl(env, "roster", "import", str(roster))
+    out["release"] = _tdl(env, "release", "hw01", "--due", "2026-01-15 17:00")
+
+    source = nbformat.read(course / "source" / "hw01" / "hw01.ipynb", as_version=4)
+    for sid in EXPECTED:
+        home = work / "students" / sid
+        home.mkdir(parents=True)
+        _student_app(ExchangeFetchAssignment, course, home, sid).start()
+        path = home / "tdl" / "hw01" / "hw01.ipynb"
+        if sid == "good1":
+            out["fetched"] = path.read_text()
+        nb = _edit(sid, _answers(nbformat.read(path, as_version=4), source), course)
+        nbformat.write(nb, path)
+        if sid == "renamed":
+            path.rename(path.with_name("hw01-Copy1.ipynb"))
+        if sid == "intruder":
+            path.write_text(path.read_text()[:5000])  # truncated JSON
+        _student_app(ExchangeSubmit, course, home, sid).start()
+
+    out["collect"] = _tdl(env, "collect", "hw01")
+    out["grade1"] = _tdl(env, "grade", "hw01", "--jobs", "2", "--cell-timeout", "5", "--timeout", "120",
+                         "--no-progress", check=False)
+    out["db1"] = _gradebook_snapshot(course)
+    out["files1"] = _files_snapshot(course / "autograded")
+    out["grade2"] = _tdl(env, "grade", "hw01", "--jobs", "2", "--no-progress", check=False)
+    out["db2"] = _gradebook_snapshot(course)
+    out["files2"] = _files_snapshot(course / "autograded")
+    out["feedback"] = _tdl(env, "feedback", "hw01", "--with-solutions")
+    for sid in ("good1", "loop"):
+        _student_app(ExchangeFetchFeedback, course, work / "students" / sid, sid).start()
+    out["export"] = _tdl(env, "export", str(work / "grades.csv"))
+    out["report"] = _tdl(env, "report", "hw01")
+    return out
+
+
+def _scores(course, student):
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        return tuple(gb.find_grade(c, "hw01", "hw01", student).score for c in ("q1-test", "q2-test", "q3-test"))
+
+
+def test_roster_import_is_idempotent(term):
+    assert f"{len(ROSTER)} added, 0 updated, 0 unchanged" in term["roster1"].stdout
+    assert "nothing changed" in term["roster2"].stdout and f"{len(ROSTER)} unchanged" in term["roster2"].stdout
+
+
+def test_release_reaches_students_without_solutions(term):
+    text = term["fetched"]
+    assert "rademacher_linear" in text and "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text
+    assert "itertools.product" not in text  # the solution body itself
+
+
+def test_collect_reports_late_and_unknown(term):
+    out = term["collect"].stdout
+    assert f"{len(EXPECTED)} submission(s)" in out
+    assert "not on the roster (collected anyway): intruder" in out
+    assert "late:" in out  # the due date was in January
+
+
+def test_grade_run_succeeded_and_is_isolated(term):
+    r = term["grade1"]
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"{len(EXPECTED)} graded, 0 unchanged" in r.stdout
+    assert "gradebook integrity: ok" in r.stdout
+    if ROOTED:
+        assert "sandbox: unprivileged uid" in r.stdout and "private mount namespace" in r.stdout, r.stdout + r.stderr
+    else:
+        assert "warning:" in r.stderr and "not running as root" in r.stderr
+
+
+@pytest.mark.parametrize("student", sorted(EXPECTED))
+def test_every_submission_gets_its_expected_score(term, student):
+    if student == "snoop" and not ROOTED:
+        if IN_CI:
+            pytest.fail("CI runs as root: the sandbox must be available")
+        pytest.skip("the sandbox needs root: without it a kernel can read absolute paths")
+    assert _scores(term["course"], student) == EXPECTED[student]
+
+
+def test_broken_submissions_are_explained(term):
+    out = term["grade1"].stdout
+    lines = {s: [ln for ln in out.splitlines() if ln.strip().startswith(f"{s}:")] for s in EXPECTED}
+    assert any("q1-test: timeout" in ln for ln in lines["loop"])
+    assert any("q3-test: kernel died" in ln for ln in lines["crash"])
+    assert any("q2-solution: output limit" in ln for ln in lines["spam"])
+    assert any("Missing grade cell q3-test" in ln for ln in lines["deleted"])
+    assert any("locked cell q1-test was edited" in ln for ln in lines["edited"])
+    assert any("'points' for cell q3-test" in ln for ln in lines["edited"])
+    assert any("hw01.ipynb was not submitted" in ln and "hw01-Copy1.ipynb" in ln for ln in lines["renamed"])
+    assert any("not a valid notebook" in ln for ln in lines["intruder"])
+    assert any("not on the roster" in ln for ln in lines["intruder"])
+    for s in HONEST:  # honest work raises no flag (test cells differ from the release only by hidden tests)
+        assert lines[s] == [], lines[s]
+
+
+def test_runaway_output_is_capped(term):
+    path = term["course"] / "autograded" / "spam" / "hw01" / "hw01.ipynb"
+    assert path.stat().st_size < 300_000  # 1 MB per cell at most during execution, then nbgrader's 1000 lines
+    nb = nbformat.read(path, as_version=4)
+    outputs = _cell(nb, "q2-solution").outputs
+    assert any(o.get("ename") == "OutputLimitExceeded" for o in outputs)
+
+
+def test_snoop_found_nothing(term):
+    if not ROOTED:
+        pytest.skip("the sandbox needs root")
+    nb = nbformat.read(term["course"] / "autograded" / "snoop" / "hw01" / "hw01.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for o in _cell(nb, "q2-solution").outputs)
+    assert "FOUND={}" in text, text
+
+
+def test_gradebook_integrity(term):
+    sys.path.insert(0, str(ROOT / "src"))
+    from tdlcourse.grading import check_gradebook
+    from tdlcourse.grading_course import load_course
+
+    report = check_gradebook(load_course(term["course"]), "hw01")
+    assert report.ok, report.problems
+
+
+def test_grading_twice_changes_nothing(term):
+    r = term["grade2"]
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"0 graded, {len(EXPECTED)} unchanged" in r.stdout
+    assert term["db1"] == term["db2"]
+    assert term["files1"] == term["files2"]
+    first, second = _table(term["grade1"].stdout), _table(r.stdout)
+    assert {s: row[:-1] for s, row in first.items()} == {s: row[:-1] for s, row in second.items()}
+    assert {row[-1] for row in second.values()} == {"skipped"}
+
+
+def _table(stdout):
+    """The summary table of `tdl grade`: student -> [cell scores..., total, status]."""
+    lines = stdout.split("\n\n")[0].splitlines()[2:]
+    return {ln.split()[0]: ln.split()[1:] for ln in lines}
+
+
+def test_feedback_with_solutions_reaches_students(term):
+    assert f"released to {len(EXPECTED) - 2} student(s) with the model solution" in term["feedback"].stdout
+    for sid in ("good1", "loop"):
+        pages = list((term["work"] / "students" / sid / "tdl" / "hw01" / "feedback").rglob("hw01.html"))
+        assert len(pages) == 1, pages
+        html = pages[0].read_text()
+        assert "tdl-model-solution" in html and "Model answer" in html  # q4's model answer, never released before
+        assert ("Score: 4.0 / 9.0" if sid == "loop" else "Score: 6.0 / 9.0") in html
+
+
+def test_solutions_refused_before_due_date(term):
+    import datetime as dt
+
+    from tdlcourse.grading_course import CourseError, feedback, load_course
+
+    with pytest.raises(CourseError, match="only after the due date"):
+        feedback(load_course(term["course"]), "hw01", with_solutions=True, now=dt.datetime(2026, 1, 1))
+
+
+def test_export(term):
+    rows = list(csv.DictReader(open(term["work"] / "grades.csv")))
+    by_id = {r["student_id"]: r for r in rows}
+    assert set(by_id) == set(EXPECTED)
+    for sid, cells in EXPECTED.items():
+        assert float(by_id[sid]["raw_score"]) == pytest.approx(sum(cells)), sid
+        assert float(by_id[sid]["max_score"]) == 9.0
+
+
+def test_report(term):
+    html = (term["course"] / "reports" / "hw01.html").read_text()
+    for cell in ("q1-test", "q2-test", "q3-test", "autograded total"):
+        assert cell in html
+    assert html.count('class="plotly-graph-div"') == 4
+    import re
+
+    assert not re.search(r"""<(script|link)[^>]+(src|href)=["']?(https?:)?//""", html)  # offline: plotly.js inlined
+    assert "Plotly.newPlot" in html
+    assert "OutputLimitExceeded" not in html and "output limit" in html  # the problems table
