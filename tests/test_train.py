@@ -467,3 +467,13 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert checkpoint.load(path).config == {"v": 1}  # the old checkpoint is intact
     assert os.listdir(tmp_path) == ["m.pt"]  # and no temporary file is left
+
+
+def test_ensemble_bf16_autocast_is_close_to_float32(digits):
+    ref = train.fit_ensemble([models.mlp(64, [16], 10, seed=s) for s in range(2)], digits, steps=5, progress=False)
+    for engine in ("bmm", "func"):
+        bf = train.fit_ensemble([models.mlp(64, [16], 10, seed=s) for s in range(2)], digits, steps=5,
+                                progress=False, precision="bf16", engine=engine)
+        for a, b in zip(bf.histories, ref.histories):
+            assert a.config["precision"] == "bf16" and a.loss != b.loss  # autocast was active
+            np.testing.assert_allclose(a.loss, b.loss, rtol=2e-2)

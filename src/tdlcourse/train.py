@@ -572,6 +572,8 @@ def _batched_loss(loss: str | Callable, lf: Callable, out: torch.Tensor, y: torc
                   y_shared: bool) -> torch.Tensor:
     """Per-model mean losses [K] of outputs [K, B, ...] against targets [B, ...] or [K, B, ...]."""
     k = out.shape[0]
+    if out.dtype in (torch.float16, torch.bfloat16):
+        out = out.float()  # as autocast does for F.cross_entropy / F.mse_loss: losses in float32
     if loss == "cross_entropy" and not torch.is_floating_point(y) and out.dim() == 3 and out.shape[-1] <= 64:
         # -log softmax(o)_y = logsumexp(o) - o_y, with the classes as the leading (slow) axis so that the
         # reductions run vectorized over samples (F.cross_entropy with ten classes is ~5x slower on CPUs).
