@@ -26,6 +26,7 @@ that cannot start) leaves a submission ungraded, with the previous grades untouc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -283,6 +284,11 @@ def _edited_locked_cells(course: Course, assignment: str, notebook: str, nb) -> 
             and c.get("source", "").strip() != text[gid]]
 
 
+def _expected_notebooks(course: Course, assignment: str) -> list[str]:
+    with course.gradebook() as gb:
+        return [nb.name for nb in gb.find_assignment(assignment).notebooks]
+
+
 def _zero(course: Course, assignment: str, student: str, notebook: str, *, needs_manual: bool) -> None:
     # As nbgrader does for a missing notebook: every grade of it scores 0.
     with course.gradebook() as gb:
@@ -321,18 +327,19 @@ def _event_reason(name: str, e: gx.CellEvent, nb_cells: dict[int, str]) -> str:
 # The pool of warm workers.
 
 
-def _worker_main(conn, slot: int, plan, scratch_root: str) -> None:  # pragma: no cover - child process
+def _worker_main(conn, slot: int, scratch_root: str) -> None:  # pragma: no cover - child process
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
     gx.warm_up()
     while True:
         try:
-            task = conn.recv()
+            item = conn.recv()
         except EOFError:
             return
-        if task is None:
+        if item is None:
             return
+        task, plan = item
         try:
             result = gx.execute(task, plan, slot, scratch_root)
         except Exception as e:  # noqa: BLE001 - reported to the main process, never lost
@@ -356,29 +363,50 @@ class WorkerPool:
 
     def __init__(self, jobs: int, plan, scratch_root: str):
         self.ctx = mp.get_context("spawn")
-        self.plan, self.scratch_root = plan, scratch_root
+        self.plan, self.scratch_root = plan, scratch_root  # the plan may be set later, before run()
         self.workers = [self._start(slot) for slot in range(jobs)]
 
     def _start(self, slot: int) -> _Worker:
         parent, child = self.ctx.Pipe()
-        p = self.ctx.Process(target=_worker_main, args=(child, slot, self.plan, self.scratch_root), daemon=True,
+        p = self.ctx.Process(target=_worker_main, args=(child, slot, self.scratch_root), daemon=True,
                              name=f"tdl-grade-{slot}")
         p.start()
         child.close()
         return _Worker(slot, p, parent)
 
-    def run(self, tasks):
-        """Yield ``(task, Result)`` as notebooks finish."""
+    def run(self, tasks, lookahead: int | None = None):
+        """Yield ``(task, Result)`` as notebooks finish. ``tasks`` may be a lazy iterator: it is
+        pulled only to keep ``lookahead`` tasks ready, and a worker that finishes gets its next
+        task before the caller sees the result, so preparing and recording (in the caller)
+        overlap with execution."""
         from multiprocessing.connection import wait
 
-        pending = deque(tasks)
-        while pending or any(w.task is not None for w in self.workers):
+        it, ready, more = iter(tasks), deque(), [True]
+        lookahead = lookahead or len(self.workers)
+
+        def dispatch():
             for w in self.workers:
-                if w.task is None and pending:
-                    w.task, w.started = pending.popleft(), time.monotonic()
-                    w.conn.send(w.task)
+                if w.task is None and ready:
+                    w.task, w.started = ready.popleft(), time.monotonic()
+                    w.conn.send((w.task, self.plan))
+
+        def refill():
+            while more[0] and len(ready) < lookahead:
+                try:
+                    ready.append(next(it))
+                except StopIteration:
+                    more[0] = False
+                dispatch()
+
+        while True:
+            refill()
             busy = [w for w in self.workers if w.task is not None]
+            if not busy:
+                if not ready and not more[0]:
+                    return
+                continue
             wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=1.0)
+            done = []
             for w in busy:
                 result = None
                 if w.conn.poll():
@@ -387,8 +415,8 @@ class WorkerPool:
                     except (EOFError, OSError):
                         result = None
                 if result is not None:
-                    task, w.task = w.task, None
-                    yield task, result
+                    done.append((w.task, result))
+                    w.task = None
                     continue
                 lim = w.task.limits
                 overdue = time.monotonic() - w.started > lim.notebook_timeout + lim.startup_timeout + 60
@@ -397,13 +425,16 @@ class WorkerPool:
                         f"the grading worker died (exit code {w.process.exitcode})"
                     task = w.task
                     self._replace(w)
-                    yield task, gx.Result(task.key, task.notebook, error=why)
+                    done.append((task, gx.Result(task.key, task.notebook, error=why)))
+            dispatch()  # freed workers start their next notebook before results are recorded
+            yield from done
 
     def _replace(self, w: _Worker) -> None:
         if w.process.is_alive():
             w.process.kill()
         w.process.join(5)
-        sandbox.sweep(self.plan, w.slot)
+        if self.plan is not None:
+            sandbox.sweep(self.plan, w.slot)
         self.workers[self.workers.index(w)] = self._start(w.slot)
 
     def close(self) -> None:
@@ -417,7 +448,8 @@ class WorkerPool:
             if w.process.is_alive():
                 w.process.kill()
                 w.process.join(5)
-            sandbox.sweep(self.plan, w.slot)
+            if self.plan is not None:
+                sandbox.sweep(self.plan, w.slot)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,12 +475,14 @@ def _write_record(course: Course, assignment: str, student: str, data: dict) -> 
     os.replace(tmp, path)
 
 
-def make_plan(course: Course, mode: str, jobs: int, scratch_root: str, memory_mb: int | None = None):
+def make_plan(course: Course, mode: str, jobs: int, scratch_root: str, memory_mb: int | None = None,
+              uid_base: int | None = sandbox.DEFAULT_UID_BASE):
     """The sandbox plan of a run: probed once (``mode``: ``auto`` falls back with warnings,
-    ``require`` raises when no isolation is possible, ``off`` runs kernels in a scratch copy only)."""
+    ``require`` raises when no isolation is possible, ``off`` runs kernels in a scratch copy only).
+    ``uid_base``: the first of the run's uids (see ``grading_sandbox.reserve_uids``)."""
     if mode not in SANDBOX_CHOICES:
         raise ValueError(f"sandbox={mode!r} is not allowed; allowed: {', '.join(SANDBOX_CHOICES)}")
-    base = int(os.environ.get("TDL_SANDBOX_UID_BASE", sandbox.DEFAULT_UID_BASE))
+    base = uid_base if uid_base is not None else sandbox.DEFAULT_UID_BASE
     hide = [str(course.root), str(course.exchange_root)]
     db = course.sqlite_path()
     if db is not None:
@@ -513,30 +547,42 @@ def _grade_locked(course, assignment, submitted, jobs, limits, force, sandbox_mo
     if todo:
         scratch_root = tempfile.mkdtemp(prefix="tdl-grade-")
         os.chmod(scratch_root, 0o711)
+        # Workers start (and import) while the sandbox is probed and the first submissions prepared.
+        n_notebooks = max(1, len(_expected_notebooks(course, assignment)))
+        pool = WorkerPool(min(jobs, len(todo) * n_notebooks), None, scratch_root)
+        env_base = os.environ.get("TDL_SANDBOX_UID_BASE")
+        held = contextlib.ExitStack()
         try:
-            plan = make_plan(course, sandbox_mode, jobs, scratch_root, memory_mb)
+            uid_base = held.enter_context(sandbox.reserve_uids(jobs, int(env_base) if env_base else None))
+            pool.plan = plan = make_plan(course, sandbox_mode, jobs, scratch_root, memory_mb, uid_base)
             if plan.uid_base is not None:
                 restrict_permissions(course)
             plan_desc, plan_warnings = plan.describe(), plan.warnings
             for w in plan.warnings:
                 print(f"warning: {w}", file=sys.stderr)
-            tasks, subs, notes = [], {}, {}
-            for student, sha in todo:
-                batch: list = []
-                try:
-                    _prepare(nbg, course, assignment, student, sha, limits, batch, subs)
-                except Exception as e:  # noqa: BLE001 - one broken submission must not stop the class
-                    sub = subs.setdefault(student, _Submission(student, sha, Path()))
-                    sub.notebooks.append(NotebookOutcome("*", "error", notes=(f"could not prepare: {e}",)))
-                    sub.pending, batch = 0, []
-                for task, n in batch:
-                    tasks.append(task)
-                    notes[task.key] = n
-            bar = tqdm(total=len(tasks), desc=f"grading {assignment}", unit="notebook", file=sys.stderr,
+            subs, notes = {}, {}
+            bar = tqdm(total=len(todo), desc=f"grading {assignment}", unit="submission", file=sys.stderr,
                        disable=not progress, dynamic_ncols=True)
-            pool = WorkerPool(min(jobs, max(1, len(tasks))), plan, scratch_root) if tasks else None
+
+            def stream():
+                # Stage 1, lazily: a submission is prepared only when a worker is about to need it.
+                for student, sha in todo:
+                    batch: list = []
+                    try:
+                        _prepare(nbg, course, assignment, student, sha, limits, batch, subs)
+                    except Exception as e:  # noqa: BLE001 - one broken submission must not stop the class
+                        sub = subs.setdefault(student, _Submission(student, sha, Path()))
+                        sub.notebooks.append(NotebookOutcome("*", "error", notes=(f"could not prepare: {e}",)))
+                        sub.pending, batch = 0, []
+                    if not batch:  # nothing to run: every notebook missing or unreadable
+                        outcomes[student] = _finish(course, assignment, subs[student], source_sha, None)
+                        bar.update(1)
+                    for task, n in batch:
+                        notes[task.key] = n
+                        yield task
+
             try:
-                for task, result in (pool.run(tasks) if pool else ()):
+                for task, result in pool.run(stream()):
                     student = task.key[0]
                     sub = subs[student]
                     try:
@@ -545,17 +591,14 @@ def _grade_locked(course, assignment, submitted, jobs, limits, force, sandbox_mo
                         outcome = NotebookOutcome(task.key[2], "error", notes=(f"could not record: {e}",))
                     sub.notebooks.append(outcome)
                     sub.pending -= 1
-                    bar.update(1)
                     if sub.pending == 0:
                         outcomes[student] = _finish(course, assignment, sub, source_sha, task)
+                        bar.update(1)
             finally:
                 bar.close()
-                if pool:
-                    pool.close()
-            for student, sub in subs.items():
-                if student not in outcomes:  # nothing to execute: every notebook missing or unreadable
-                    outcomes[student] = _finish(course, assignment, sub, source_sha, None)
         finally:
+            pool.close()
+            held.close()
             shutil.rmtree(scratch_root, ignore_errors=True)
     for student, _ in skipped:
         rec = _read_record(course, assignment, student) or {}

@@ -226,7 +226,7 @@ async def _run(task: Task, plan, slot: int, scratch: str) -> Result:
                 continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                stop_reason = CellEvent(index, "notebook_timeout",
+                stop_reason = CellEvent(index, "not_run",
                                         f"not run: the notebook's time limit ({limits.notebook_timeout:g} s) was spent")
                 cell.outputs = [_error_output("NotRun", stop_reason.detail)]
                 events.append(stop_reason)

@@ -27,6 +27,7 @@ The namespace and mount calls are Linux system calls made through ``ctypes`` (no
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import json
@@ -305,6 +306,39 @@ def launcher_command(plan: SandboxPlan, slot: int, scratch: str, argv: list[str]
     spec = {"mode": plan.mode, "uid": plan.uid(slot), "hide": plan.hide, "private": plan.private,
             "keep": plan.keep, "limits": plan.limits, "scratch": scratch}
     return [sys.executable, "-m", "tdlcourse.grading_sandbox", json.dumps(spec), "--", *argv]
+
+
+@contextlib.contextmanager
+def reserve_uids(slots: int, base: int | None = None):
+    """Reserve a block of ``slots`` sandbox uids for one grading run (yields its first uid, or
+    ``None`` when not root). Blocks are locked (``flock``) so that two runs on one machine, say
+    two courses graded at once, never share a uid: each run may kill every process of its uids."""
+    import fcntl
+
+    if os.geteuid() != 0:
+        yield None
+        return
+    lockdir = Path(tempfile.gettempdir()) / "tdl-sandbox-uids"
+    lockdir.mkdir(mode=0o700, exist_ok=True)
+    st = os.lstat(lockdir)
+    if not os.path.isdir(lockdir) or os.path.islink(lockdir) or st.st_uid != 0 or st.st_mode & 0o077:
+        raise RuntimeError(f"{lockdir} must be a directory owned by root with mode 0700")
+    block = max(64, slots)
+    for b in ([base] if base is not None else [DEFAULT_UID_BASE + k * block for k in range(4096)]):
+        fd = os.open(lockdir / f"{b}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            if base is not None:
+                raise RuntimeError(f"sandbox uids from {base} are in use by another grading run") from None
+            continue
+        try:
+            yield b
+        finally:
+            os.close(fd)
+        return
+    raise RuntimeError("no free block of sandbox uids")
 
 
 def check_uids(plan: SandboxPlan, slots: int) -> None:
