@@ -392,7 +392,10 @@ class TraceResult:
 
 
 def _rademacher(b: int, n: int, gen: torch.Generator, dev, dt) -> torch.Tensor:
-    return (torch.randint(0, 2, (b, n), generator=gen, dtype=torch.int8) * 2 - 1).to(dev, dt)
+    # One random byte gives eight signs: drawing n/8 bytes is several times faster than n draws.
+    bits = torch.randint(0, 256, (b, (n + 7) // 8), generator=gen, dtype=torch.uint8)
+    signs = (bits[..., None] >> torch.arange(8, dtype=torch.uint8)) & 1
+    return signs.reshape(b, -1)[:, :n].to(dev, dt).mul_(2).sub_(1)
 
 
 def _chunks(op: HessianOperator, size: int | None) -> list | None:
@@ -465,15 +468,17 @@ def hessian_trace(model: nn.Module, loss_fn: Callable, batch, *, tol: float = 0.
         N = float(sizes.sum())
 
     def probe(kind: str, b: int) -> list[float]:
-        Z = _rademacher(b if kind == "full" else 1, n, gen, dev, dt)
+        Z = _rademacher(b, n, gen, dev, dt)
         if Q is not None:
             Z = Z - (Z @ Q.T) @ Q
         if kind == "full":
             return (Z * op(Z)).sum(1).double().cpu().tolist()
-        k = int(torch.multinomial(sizes, 1, generator=gen))
-        if k not in sub_ops:
-            sub_ops[k] = HessianOperator(model, loss_fn, chunks[k], mode=mode, seed=seed + k)
-        return (Z * sub_ops[k](Z)).sum(1).double().cpu().tolist()
+        out = []
+        for z, k in zip(Z, torch.multinomial(sizes, b, replacement=True, generator=gen).tolist()):
+            if k not in sub_ops:
+                sub_ops[k] = HessianOperator(model, loss_fn, chunks[k], mode=mode, seed=seed + k)
+            out.append(float((z * sub_ops[k](z)).sum()))
+        return out
 
     samples: dict[str, list[float]] = {"full": [], "sub": []}
     kinds = ["full", "sub"] if chunks is not None else ["full"]
@@ -486,7 +491,8 @@ def hessian_trace(model: nn.Module, loss_fn: Callable, batch, *, tol: float = 0.
             cost = {"full": N + 128, "sub": float(sizes.mean()) + 128} if chunks is not None else {"full": 1.0}
             kind = min(kinds, key=lambda k: torch.tensor(samples[k]).var().item() * cost[k])
         left = max_probes - sum(map(len, samples.values()))
-        samples[kind] += probe(kind, min(probes_per_pass, left))
+        # Subsampled probes are cheap: draw and project them eight at a time.
+        samples[kind] += probe(kind, min(probes_per_pass if kind == "full" else 8, left))
         if any(len(samples[k]) < min_probes for k in kinds):
             continue
         means = {k: float(torch.tensor(v, dtype=torch.float64).mean()) for k, v in samples.items() if v}

@@ -215,6 +215,9 @@ def surface_2d(model: nn.Module, loss_fn: Callable, batch, directions: torch.Ten
     """
     spec = param_spec(model)
     d = _check_directions(directions, spec, 2)
+    for name, val in (("span", span), ("steps", steps)):
+        if isinstance(val, (tuple, list)) and len(val) != 2:
+            raise ValueError(f"{name}={val!r} must be one value or a pair (x, y)")
     sx, sy = (span, span) if not isinstance(span, (tuple, list)) else tuple(span)
     nx, ny = (steps, steps) if not isinstance(steps, (tuple, list)) else tuple(steps)
     alphas, betas = _grid(sx, nx, "x-"), _grid(sy, ny, "y-")
