@@ -18,7 +18,7 @@ c.CourseDirectory.db_url = os.environ.get("TDL_GRADEBOOK", "sqlite:///" + os.pat
 c.Exchange.root = os.environ.get("TDL_EXCHANGE", os.path.join(here, "exchange"))
 c.Exchange.path_includes_course = True
 
-c.CourseDirectory.assignments = {}  # assignments are added to the gradebook by `nbgrader db assignment add`
+# Assignments enter the gradebook when released (`tdl release`, or `nbgrader db assignment add`).
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 # Autograding never waits forever on a student's infinite loop (per cell; `tdl grade` also has a

@@ -22,6 +22,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading")]
 ROOTED = os.geteuid() == 0
 
 
+def _no_sandbox(plan):
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail("CI runs as root: the grading sandbox must be available: " + "; ".join(plan.warnings))
+    pytest.skip("no grading sandbox here: " + "; ".join(plan.warnings))
+
+
 def notebook(*sources, grade=()):
     cells = []
     for i, src in enumerate(sources):
@@ -152,7 +158,8 @@ def test_sandboxed_kernel_sees_only_its_scratch(tmp_path):
     with sb.reserve_uids(1) as base:
         plan = sb.probe(sb.default_plan([str(course)], str(scratch_root), uid_base=base), str(scratch_root),
                         [str(course / "source" / "answer.txt")])
-        assert plan.mode == "user+namespace", plan.warnings
+        if plan.mode != "user+namespace":
+            _no_sandbox(plan)
         _check_sandboxed_kernel(plan, course)
 
 
@@ -192,6 +199,8 @@ def test_uid_blocks_are_exclusive_and_leftovers_are_killed(tmp_path):
         assert a is not None and b is not None and abs(a - b) >= 2
         plan = sb.probe(sb.default_plan([str(tmp_path / "course")], str(scratch_root), uid_base=b),
                         str(scratch_root), [])
+        if plan.uid_base is None:
+            _no_sandbox(plan)
         # A daemon in its own session outlives the kernel's process group; the sweep must get it.
         r, nb, _ = run(notebook("import subprocess\np = subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
                                 "print(p.pid)"), plan)

@@ -1,4 +1,4 @@
-"""The ``tdl`` command: run notebooks at a scale, and a whole term of nbgrader from the command line.
+"""tdl: run notebooks at a scale, and a whole term of nbgrader from the command line.
 
     tdl roster import roster.csv        add/update students (idempotent; prints what changed)
     tdl release hw01 [--due DATE]       check at scale="ci", generate, release to the exchange

@@ -13,15 +13,16 @@ Stock nbgrader grades one notebook after another in one process. ``grade`` split
    in a scratch directory, isolated and limited (``grading_execute``, ``grading_sandbox``); the
    workers never open the gradebook;
 3. **record** (main process, the only gradebook writer): nbgrader's post-execution preprocessors
-   (``LimitOutput``, ``SaveAutoGrades``, ``AssignLatePenalties``...), the autograded notebook,
-   and a record under ``<course>/.tdl/grading/<assignment>/<student>.json``, written last.
+   (``LimitOutput``, ``SaveAutoGrades``, ``AssignLatePenalties``...); the autograded folder is
+   built aside (``<course>/.tdl/staging``) and swapped in when every notebook of the submission is
+   recorded; a record under ``<course>/.tdl/grading/<assignment>/<student>.json`` is written last.
 
 A submission whose record matches its files (and the assignment's source) is skipped, so running
 ``grade`` twice changes nothing; ``force=True`` regrades. A run that is killed half-way leaves
 the unrecorded submissions to be graded next time. Broken submissions (corrupted JSON, a renamed
 or missing notebook, a timeout, a crashed kernel, runaway output) are scored as nbgrader would
 score what remains and listed with their reasons; only a failure of the grader itself (a kernel
-that cannot start) leaves a submission ungraded, with the previous grades untouched.
+that cannot start) leaves a submission ungraded, with its previous grades and files untouched.
 """
 
 from __future__ import annotations
@@ -182,7 +183,7 @@ def _files(directory: Path, ignore: list[str]) -> list[Path]:
 class _Submission:
     student: str
     sha: str
-    dest: Path
+    stage: Path
     notebooks: list[NotebookOutcome] = field(default_factory=list)
     pending: int = 0
     reasons: list[str] = field(default_factory=list)
@@ -199,8 +200,10 @@ def _prepare(nbg: _Nbgrader, course: Course, assignment: str, student: str, sha:
     cd = nbg.coursedir
     src_dir = course.path("submitted", student, assignment)
     dest = course.path("autograded", student, assignment)
+    # Built aside and swapped in by _finish: a submission the grader fails on keeps its old files.
+    stage = _stage_path(course, assignment, student)
     source = course.path("source", ".", assignment)
-    sub = subs[student] = _Submission(student, sha, dest)
+    sub = subs[student] = _Submission(student, sha, stage)
     with course.gradebook() as gb:
         try:
             gb.find_student(student)
@@ -218,20 +221,17 @@ def _prepare(nbg: _Nbgrader, course: Course, assignment: str, student: str, sha:
             gb.update_or_create_submission(assignment, student)
         expected = [nb.name for nb in gb.find_assignment(assignment).notebooks]
     # Files as nbgrader's converter lays them out: the student's, then the source's over them.
-    if dest.exists():
-        for p in [dest, *dest.rglob("*")]:
-            p.chmod(0o700 if p.is_dir() else 0o600)
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
+    _rmtree(stage)
+    stage.mkdir(parents=True)
     for f in _files(src_dir, cd.ignore + ["*.ipynb"]):
-        (dest / f.relative_to(src_dir)).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(f, dest / f.relative_to(src_dir))
+        (stage / f.relative_to(src_dir)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, stage / f.relative_to(src_dir))
     excluded = {source / x for x in nbg.converter.exclude_overwriting.get(assignment, [])}
     for f in _files(source, cd.ignore + ["*.ipynb"]):
         if f in excluded:
             continue
-        (dest / f.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
-        target = dest / f.relative_to(source)
+        target = stage / f.relative_to(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
             target.unlink()
         shutil.copy(f, target)
@@ -265,7 +265,7 @@ def _prepare(nbg: _Nbgrader, course: Course, assignment: str, student: str, sha:
             continue
         for note in notes:
             sub.reasons.append(f"{name}: {note}")
-        tasks.append((gx.Task((student, assignment, name), nbformat.writes(nb), str(dest), limits), notes))
+        tasks.append((gx.Task((student, assignment, name), nbformat.writes(nb), str(stage), limits), notes))
         sub.pending += 1
 
 
@@ -289,6 +289,31 @@ def _expected_notebooks(course: Course, assignment: str) -> list[str]:
         return [nb.name for nb in gb.find_assignment(assignment).notebooks]
 
 
+def _stage_path(course: Course, assignment: str, student: str) -> Path:
+    return course.state_dir / "staging" / assignment / student
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    if path.exists():
+        for p in [path, *path.rglob("*")]:
+            if not p.is_symlink():
+                p.chmod(0o700 if p.is_dir() else 0o600)  # graded files are read-only
+        shutil.rmtree(path)
+
+
+def _swap(stage: Path, dest: Path) -> None:
+    """Replace ``dest`` by ``stage`` (two renames on one file system)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    old = stage.with_name(stage.name + ".old")
+    _rmtree(old)
+    if dest.exists():
+        os.rename(dest, old)
+    os.rename(stage, dest)
+    _rmtree(old)
+
+
 def _zero(course: Course, assignment: str, student: str, notebook: str, *, needs_manual: bool) -> None:
     # As nbgrader does for a missing notebook: every grade of it scores 0.
     with course.gradebook() as gb:
@@ -308,10 +333,11 @@ def _record(nbg: _Nbgrader, course: Course, result: gx.Result, notes: tuple[str,
     if result.error is not None:
         return NotebookOutcome(name, "error", notes=(result.error,), seconds=result.kernel_start_s)
     dest = course.path("autograded", student, assignment)
+    stage = _stage_path(course, assignment, student)
     nb = nbformat.reads(result.notebook, as_version=4)
     nb, resources, _ = nbg.run(nbg.post, nb, nbg.resources(student, assignment, name, str(dest)))
-    target = dest / f"{name}.ipynb"
-    tmp = dest / f".{name}.ipynb.tmp"
+    target = stage / f"{name}.ipynb"
+    tmp = stage / f".{name}.ipynb.tmp"
     tmp.write_text(nbformat.writes(nb), encoding="utf-8")
     os.replace(tmp, target)
     target.chmod(nbg.permissions)
@@ -571,11 +597,11 @@ def _grade_locked(course, assignment, submitted, jobs, limits, force, sandbox_mo
                     try:
                         _prepare(nbg, course, assignment, student, sha, limits, batch, subs)
                     except Exception as e:  # noqa: BLE001 - one broken submission must not stop the class
-                        sub = subs.setdefault(student, _Submission(student, sha, Path()))
+                        sub = subs.setdefault(student, _Submission(student, sha, _stage_path(course, assignment, student)))
                         sub.notebooks.append(NotebookOutcome("*", "error", notes=(f"could not prepare: {e}",)))
                         sub.pending, batch = 0, []
                     if not batch:  # nothing to run: every notebook missing or unreadable
-                        outcomes[student] = _finish(course, assignment, subs[student], source_sha, None)
+                        outcomes[student] = _finish(course, assignment, subs[student], source_sha)
                         bar.update(1)
                     for task, n in batch:
                         notes[task.key] = n
@@ -592,7 +618,7 @@ def _grade_locked(course, assignment, submitted, jobs, limits, force, sandbox_mo
                     sub.notebooks.append(outcome)
                     sub.pending -= 1
                     if sub.pending == 0:
-                        outcomes[student] = _finish(course, assignment, sub, source_sha, task)
+                        outcomes[student] = _finish(course, assignment, sub, source_sha)
                         bar.update(1)
             finally:
                 bar.close()
@@ -610,23 +636,27 @@ def _grade_locked(course, assignment, submitted, jobs, limits, force, sandbox_mo
                     tuple(c for c, _ in cells))
 
 
-def _finish(course, assignment, sub: _Submission, source_sha: str, task) -> SubmissionOutcome:
+def _finish(course, assignment, sub: _Submission, source_sha: str) -> SubmissionOutcome:
     import nbformat
 
+    status = "error" if any(n.status == "error" for n in sub.notebooks) else "graded"
+    dest = course.path("autograded", sub.student, assignment)
+    if status == "graded":
+        _swap(sub.stage, dest)
+    else:
+        _rmtree(sub.stage)
     reasons = list(sub.reasons)
     for nbo in sub.notebooks:
         if nbo.status == "error":
             reasons.extend(f"{nbo.notebook}: NOT GRADED: {n}" for n in nbo.notes)
         elif nbo.events:
-            path = course.path("autograded", sub.student, assignment) / f"{nbo.notebook}.ipynb"
             ids = {}
             try:
-                nb = nbformat.read(path, as_version=4)
+                nb = nbformat.read(dest / f"{nbo.notebook}.ipynb", as_version=4)
                 ids = {i: c.metadata.get("nbgrader", {}).get("grade_id", f"cell {i}") for i, c in enumerate(nb.cells)}
             except (OSError, ValueError):
                 pass
             reasons.extend(_event_reason(nbo.notebook, e, ids) for e in nbo.events)
-    status = "error" if any(n.status == "error" for n in sub.notebooks) else "graded"
     if status == "graded":
         _write_record(course, assignment, sub.student, {
             "version": RECORD_VERSION, "submission_sha": sub.sha, "source_sha": source_sha,

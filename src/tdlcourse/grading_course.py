@@ -22,7 +22,6 @@ import csv
 import datetime as dt
 import io
 import json
-import logging
 import os
 import re
 import tempfile

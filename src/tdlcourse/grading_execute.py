@@ -44,7 +44,7 @@ class Limits:
     cell_timeout: float = 120.0
     max_output_bytes: int = 1_000_000
     startup_timeout: float = 60.0
-    interrupt_grace: float = 5.0
+    interrupt_grace: float = 10.0  # also how long a finished cell may take to flush its output
 
     def __post_init__(self):
         for name in ("notebook_timeout", "cell_timeout", "startup_timeout", "interrupt_grace"):
@@ -296,10 +296,10 @@ def execute(task: Task, plan=None, slot: int = 0, scratch_root: str | None = Non
 
 def warm_up() -> None:
     """Import what ``execute`` needs, once per worker process (the warm part of the pool)."""
-    import jupyter_client.manager  # noqa: F401
-    import nbclient  # noqa: F401
-    import nbformat  # noqa: F401
+    import importlib
+
+    for name in ("jupyter_client.manager", "nbclient", "nbformat"):
+        importlib.import_module(name)
     from jupyter_client.kernelspec import KernelSpecManager
 
     KernelSpecManager().get_kernel_spec("python3")
-
