@@ -21,6 +21,7 @@ import sys
 import time
 
 import torch
+from torch import nn
 
 from tdlcourse import landscape as LS
 
@@ -49,7 +50,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=21)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--train-steps", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"# tdlcourse.landscape benchmark, {datetime.date.today()}\n\nmachine: {bench.machine()}; "
           f"device: {args.device}; median of {args.repeats} interleaved repeats\n")
     model, batch = bench.problem(args.device, train_steps=args.train_steps)
@@ -62,8 +66,18 @@ def main() -> None:
         d = LS.random_directions(model, 2, seed=0)
         return LS.surface_2d(model, CE, batch, d, span=1.0, steps=n, chunk=chunk)
 
+    class _NotPlain(nn.Sequential):  # the same modules; disables the shared-first-layer shortcut
+        pass
+
+    plain_model = _NotPlain(*model)
+
+    def ours_plain():
+        d = LS.random_directions(plain_model, 2, seed=0)
+        return LS.surface_2d(plain_model, CE, batch, d, span=1.0, steps=n)
+
     cases = {
         f"tdlcourse surface_2d ({n}x{n}, loop)": lambda: ours(),
+        f"tdlcourse surface_2d ({n}x{n}, loop, first layer not shared)": ours_plain,
         f"tdlcourse surface_2d ({n}x{n}, vmap chunks of 8)": lambda: ours(chunk=8),
         f"loss-landscapes random_plane ({n}x{n})": None,
     }

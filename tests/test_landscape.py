@@ -123,6 +123,36 @@ def test_surface_chunked_vmap_equals_loop_and_batches_are_weighted():
     assert torch.allclose(loop.losses, parts.losses, rtol=1e-12)
 
 
+class NotPlainSequential(nn.Sequential):
+    """Same layers, but not a plain nn.Sequential: the shared-first-layer shortcut is off."""
+
+
+def test_shared_first_layer_matches_plain_forward_and_keeps_the_centre_exact():
+    torch.manual_seed(0)
+    layers = [nn.Conv2d(1, 3, 3), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 4 * 4, 3)]
+    fast_model = nn.Sequential(*layers).double()
+    plain_model = NotPlainSequential(*layers).double()
+    assert LS._affine_head(fast_model, LS.param_spec(fast_model)) is not None
+    assert LS._affine_head(plain_model, LS.param_spec(plain_model)) is None
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(20, 1, 6, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (20,), generator=g)
+    d = LS.random_directions(fast_model, 2)
+    fast = LS.surface_2d(fast_model, CE, (X, y), d, steps=5, span=2.0)
+    plain = LS.surface_2d(plain_model, CE, (X, y), d, steps=5, span=2.0)
+    vec = LS.surface_2d(fast_model, CE, (X, y), d, steps=5, span=2.0, chunk=4)
+    assert torch.allclose(fast.losses, plain.losses, rtol=1e-12) and torch.allclose(vec.losses, plain.losses, rtol=1e-12)
+    assert fast.losses[2, 2].item() == CE(fast_model(X), y).item()
+    other = copy.deepcopy(fast_model)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.1)
+    line = LS.interpolate(fast_model, other, CE, (X, y), steps=3)
+    assert line.losses[0].item() == CE(fast_model(X), y).item() and line.losses[2].item() == CE(other(X), y).item()
+    handle = fast_model.register_forward_hook(lambda m, i, o: o)  # hooks would be skipped: shortcut off
+    assert LS._affine_head(fast_model, LS.param_spec(fast_model)) is None
+    handle.remove()
+
+
 def test_surface_1d():
     model, batch, G = least_squares(1)
     d = LS.random_directions(model, 1, normalization="none", ignore=(), seed=2)

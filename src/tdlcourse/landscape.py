@@ -139,33 +139,119 @@ def _default_chunk(device: torch.device) -> int:
     return 16 if device.type == "cuda" else 1
 
 
-def _evaluate(model: nn.Module, loss_fn: Callable, batch, mode: str | None, points: Callable[[int, torch.Tensor], None],
-              n_points: int, spec: ParamSpec, chunk: int | None, seed: int = 0) -> torch.Tensor:
-    """Sample-weighted mean loss at ``n_points`` parameter vectors written by ``points(i, out)``."""
+_AFFINE_FIRST = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _affine_head(model: nn.Module, spec: ParamSpec):
+    """``(first, n_head, rest)`` when ``model`` is a plain ``nn.Sequential`` whose first layer is a
+    Linear/Conv with trainable weight and bias (its output is linear in them jointly), else None.
+
+    Every point evaluated is a combination sum_k c_k theta_k of a few vectors (theta, d_1, d_2 for
+    a surface; theta_a, theta_b for a line), so the first layer's output at the point is
+    sum_k c_k first(x; theta_k): computed once per batch instead of once per point, which removes
+    most of the work for MLPs and CNNs whose first layer dominates.
+    """
+    from torch.nn.modules import module as _m
+
+    if type(model) is not nn.Sequential or len(model) < 2 or type(model[0]) not in _AFFINE_FIRST:
+        return None
+    first = model[0]
+    hooks = [model._forward_hooks, model._forward_pre_hooks, first._forward_hooks, first._forward_pre_hooks,
+             _m._global_forward_hooks, _m._global_forward_pre_hooks]
+    if any(len(h) for h in hooks) or first.bias is None:
+        return None
+    if spec.names[:2] != ("0.weight", "0.bias"):  # both trainable and first in theta
+        return None
+    n_head = sum(spec.numels[:2])
+    return first, n_head, model[1:]
+
+
+def _combine(coefs: torch.Tensor, basis: torch.Tensor | list, out: torch.Tensor | None = None) -> torch.Tensor:
+    # sum_k c_k b_k written so that c = (1, 0, ...) gives b_0 exactly (x + 0 * y == x).
+    out = torch.mul(basis[0], float(coefs[0]), out=out)
+    for c, b in zip(coefs[1:].tolist(), basis[1:]):
+        out.add_(b, alpha=c)
+    return out
+
+
+def _evaluate(model: nn.Module, loss_fn: Callable, batch, mode: str | None, spec: ParamSpec, basis: torch.Tensor,
+              coefs: torch.Tensor, chunk: int | None, buffers_at: Callable[[int], dict] | None = None,
+              recalibrate=None, seed: int = 0) -> torch.Tensor:
+    """Sample-weighted mean loss at the points theta_i = sum_k coefs[i, k] basis[k].
+
+    Batches form the outer loop (one pass over a loader), points the inner one. Per-point buffers
+    (``buffers_at``) and BatchNorm recalibration take the plain path; otherwise a first affine layer
+    is shared (``_affine_head``, checked against the plain path on the first point) and ``chunk`` > 1
+    evaluates that many points at once with ``vmap``.
+    """
     check_mode(model, mode)
     chunk = _default_chunk(spec.device) if chunk is None else chunk
-    if not isinstance(chunk, int) or chunk < 1:
+    if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
         raise ValueError(f"chunk={chunk!r} must be a positive int or None")
     batches = Batches(batch, spec.device)
     f = functional_loss(model, loss_fn, mode)
+    n_points = coefs.shape[0]
+    special = buffers_at is not None or recalibrate is not None
+    head = None if special else _affine_head(model, spec)
     total = torch.zeros(n_points, dtype=torch.float64)
     count = 0
     buf = spec.zeros(min(chunk, n_points))
     with torch.no_grad():
         for bi, b in enumerate(batches):
+            x, y = b
             nb = batch_size(b)
+            if head is not None:
+                first, n_head, rest = head
+                rest_spec = ParamSpec(spec.names[2:], spec.shapes[2:], spec.device, spec.dtype)
+                f_rest = functional_loss(rest, loss_fn, mode)
+                head_params = [spec.unflatten(th) for th in basis]
+                with use_mode(model, mode, seed + bi):
+                    Z = torch.stack([torch.func.functional_call(
+                        first, {"weight": p["0.weight"], "bias": p["0.bias"]}, (x,)) for p in head_params])
+                rest_basis = basis[:, n_head:]
+                rbuf = rest_spec.zeros(min(chunk, n_points))
+
+                def head_loss(c, flat_rest, y=y, Z=Z):
+                    return f_rest(rest_spec.unflatten(flat_rest), (_combine(c, Z), y))
+
+                def head_loss_v(c, flat_rest, y=y, Z=Z):  # under vmap: c is a batched tensor
+                    return f_rest(rest_spec.unflatten(flat_rest), (torch.tensordot(c, Z, dims=1), y))
             for s in range(0, n_points, chunk):
                 e = min(s + chunk, n_points)
-                for i in range(s, e):
-                    points(i, buf[i - s])
                 with use_mode(model, mode, seed + bi):
-                    if e - s == 1:
-                        vals = check_loss(f(spec.unflatten(buf[0]), b), finite=False).reshape(1)
+                    if head is not None:
+                        for i in range(s, e):
+                            _combine(coefs[i], rest_basis, out=rbuf[i - s])
+                        if e - s == 1:
+                            vals = check_loss(head_loss(coefs[s], rbuf[0]), finite=False).reshape(1)
+                        else:
+                            vals = vmap(head_loss_v, randomness="same")(coefs[s:e].to(spec.device, spec.dtype),
+                                                                        rbuf[:e - s])
                     else:
-                        vals = vmap(lambda p: f(p, b), randomness="same")(spec.unflatten(buf[:e - s]))
-                        if vals.shape != (e - s,):
-                            raise ValueError(f"loss_fn must return a scalar, got shape {tuple(vals.shape[1:])}")
+                        for i in range(s, e):
+                            _combine(coefs[i], basis, out=buf[i - s])
+                        if special:
+                            vals = torch.empty(e - s, device=spec.device)
+                            for i in range(s, e):
+                                bufs = dict(buffers_at(i)) if buffers_at is not None else {}
+                                if recalibrate is not None:
+                                    bufs.update(_recalibrated_buffers(model, spec, buf[i - s], recalibrate))
+                                vals[i - s] = check_loss(f(spec.unflatten(buf[i - s]), b, bufs), finite=False)
+                        elif e - s == 1:
+                            vals = check_loss(f(spec.unflatten(buf[0]), b), finite=False).reshape(1)
+                        else:
+                            vals = vmap(lambda p: f(p, b), randomness="same")(spec.unflatten(buf[:e - s]))
+                    if vals.shape != (e - s,):
+                        raise ValueError(f"loss_fn must return a scalar, got shape {tuple(vals.shape[1:])}")
                 total[s:e] += nb * vals.double().cpu()
+                if head is not None and bi == 0 and s == 0:
+                    # The shared first layer must reproduce the plain forward (else fall back).
+                    with use_mode(model, mode, seed + bi):
+                        plain = float(f(spec.unflatten(_combine(coefs[0], basis)), b))
+                    fast = float(vals[0])
+                    if not (abs(plain - fast) <= 1e-4 * max(1.0, abs(plain)) or (plain != plain and fast != fast)):
+                        return _evaluate(model, loss_fn, batch, mode, spec, basis, coefs, chunk,
+                                         buffers_at=lambda i: {}, seed=seed)
             count += nb
     if count == 0:
         raise ValueError("the data yielded no batches")
@@ -191,14 +277,11 @@ def surface_1d(model: nn.Module, loss_fn: Callable, batch, direction: torch.Tens
     value is the loss of the model itself, exactly.
     """
     spec = param_spec(model)
-    d = _check_directions(direction, spec, 1)[0]
-    theta = flat_params(model)
+    d = _check_directions(direction, spec, 1)
     alphas = _grid(span, steps, "")
-
-    def point(i, out):
-        torch.add(theta, d, alpha=float(alphas[i]), out=out)
-
-    losses = _evaluate(model, loss_fn, batch, mode, point, steps, spec, chunk)
+    coefs = torch.stack([torch.ones_like(alphas), alphas], 1)
+    basis = torch.cat([flat_params(model)[None], d])
+    losses = _evaluate(model, loss_fn, batch, mode, spec, basis, coefs, chunk)
     return Surface1D(alphas=alphas, losses=_finish(losses, steps // 2))
 
 
@@ -208,10 +291,12 @@ def surface_2d(model: nn.Module, loss_fn: Callable, batch, directions: torch.Ten
     """L(alpha, beta) = L(theta + alpha d_1 + beta d_2) on a grid centred at theta (Li et al. 2018).
 
     ``directions`` has shape ``(2, P)``; ``span`` and ``steps`` are one value or one per axis; steps
-    must be odd so that ``losses[center] `` is exactly the loss of the model (unlike a grid that
+    must be odd so that ``losses[center]`` is exactly the loss of the model (unlike a grid that
     starts at a corner and never contains the trained point). The grid is evaluated point by point
     with ``functional_call`` (``chunk`` > 1 evaluates that many points at once with ``vmap``;
-    default 1 on CPU, where it measured faster, 16 on GPU).
+    default 1 on CPU, where it measured faster, 16 on GPU). For a plain ``nn.Sequential`` starting
+    with a Linear/Conv layer, that layer's output is computed once per batch for theta, d_1 and d_2
+    and combined linearly at each point (``_affine_head``; about 2x faster for an MLP on MNIST).
     """
     spec = param_spec(model)
     d = _check_directions(directions, spec, 2)
@@ -221,14 +306,10 @@ def surface_2d(model: nn.Module, loss_fn: Callable, batch, directions: torch.Ten
     sx, sy = (span, span) if not isinstance(span, (tuple, list)) else tuple(span)
     nx, ny = (steps, steps) if not isinstance(steps, (tuple, list)) else tuple(steps)
     alphas, betas = _grid(sx, nx, "x-"), _grid(sy, ny, "y-")
-    theta = flat_params(model)
-
-    def point(i, out):
-        a, b = float(alphas[i // ny]), float(betas[i % ny])
-        torch.add(theta, d[0], alpha=a, out=out)
-        out.add_(d[1], alpha=b)
-
-    losses = _evaluate(model, loss_fn, batch, mode, point, nx * ny, spec, chunk).reshape(nx, ny)
+    A, B = torch.meshgrid(alphas, betas, indexing="ij")
+    coefs = torch.stack([torch.ones(nx * ny, dtype=torch.float64), A.reshape(-1), B.reshape(-1)], 1)
+    basis = torch.cat([flat_params(model)[None], d])
+    losses = _evaluate(model, loss_fn, batch, mode, spec, basis, coefs, chunk).reshape(nx, ny)
     return Surface2D(alphas=alphas, betas=betas, losses=_finish(losses, (nx // 2) * ny + ny // 2))
 
 
@@ -282,32 +363,13 @@ def _recalibrated_buffers(model: nn.Module, spec: ParamSpec, flat: torch.Tensor,
     return {k: v / count for k, v in sums.items()}
 
 
-def _path_losses(model: nn.Module, loss_fn: Callable, batch, spec: ParamSpec, at: Callable[[float], torch.Tensor],
-                 ts: torch.Tensor, mode: str | None, recalibrate, buffers_at: Callable[[float], dict] | None):
-    check_mode(model, mode)
-    batches = Batches(batch, spec.device)
-    f = functional_loss(model, loss_fn, mode)
-    losses = torch.empty(len(ts), dtype=torch.float64)
-    with torch.no_grad():
-        for i, t in enumerate(ts.tolist()):
-            flat = at(t)
-            bufs = dict(buffers_at(t)) if buffers_at is not None else {}
-            if recalibrate is not None:
-                bufs.update(_recalibrated_buffers(model, spec, flat, recalibrate))
-            params = spec.unflatten(flat)
-            total, count = 0.0, 0
-            for bi, b in enumerate(batches):
-                with use_mode(model, mode, bi):
-                    total += float(check_loss(f(params, b, bufs), finite=False)) * batch_size(b)
-                count += batch_size(b)
-            losses[i] = total / count
-    return losses
-
-
-def _interpolated_buffers(model_a: nn.Module, model_b: nn.Module) -> Callable[[float], dict]:
+def _interpolated_buffers(model_a: nn.Module, model_b: nn.Module, ts: torch.Tensor) -> Callable[[int], dict] | None:
     ba, bb = dict(model_a.named_buffers()), dict(model_b.named_buffers())
+    if not any(v.is_floating_point() for v in ba.values()):
+        return None
 
-    def at(t: float) -> dict:
+    def at(i: int) -> dict:
+        t = float(ts[i])
         return {k: ((1 - t) * v + t * bb[k]) if v.is_floating_point() else v for k, v in ba.items() if k in bb}
 
     return at
@@ -335,10 +397,11 @@ def interpolate(model_a: nn.Module, model_b: nn.Module, loss_fn: Callable, batch
     """
     spec = _same_architecture(model_a, model_b)
     check_mode(model_b, mode)
-    ta, tb = flat_params(model_a), flat_params(model_b).to(spec.device)
     ts = _ts(steps, lo, hi)
-    losses = _path_losses(model_a, loss_fn, batch, spec, lambda t: (1 - t) * ta + t * tb, ts, mode, recalibrate,
-                          _interpolated_buffers(model_a, model_b))
+    basis = torch.stack([flat_params(model_a), flat_params(model_b).to(spec.device)])
+    coefs = torch.stack([1 - ts, ts], 1)
+    losses = _evaluate(model_a, loss_fn, batch, mode, spec, basis, coefs, None,
+                       buffers_at=_interpolated_buffers(model_a, model_b, ts), recalibrate=recalibrate)
     return Surface1D(alphas=ts, losses=_finish(losses, None))
 
 
@@ -418,8 +481,9 @@ def evaluate_curve(model: nn.Module, curve: BezierCurve, loss_fn: Callable, batc
     if curve.theta_a.shape != (spec.n,):
         raise ValueError(f"the curve has {curve.theta_a.numel()} parameters, the model {spec.n}")
     ts = _ts(steps, 0.0, 1.0)
-    losses = _path_losses(model, loss_fn, batch, spec, lambda t: curve.point(t).to(spec.device, spec.dtype), ts,
-                          mode, recalibrate, None)
+    basis = torch.stack([curve.theta_a, curve.theta_c, curve.theta_b]).to(spec.device, spec.dtype)
+    coefs = torch.stack([(1 - ts) ** 2, 2 * ts * (1 - ts), ts ** 2], 1)
+    losses = _evaluate(model, loss_fn, batch, mode, spec, basis, coefs, None, recalibrate=recalibrate)
     return Surface1D(alphas=ts, losses=_finish(losses, None))
 
 
