@@ -189,3 +189,19 @@ def test_course_from_environment(course, monkeypatch, tmp_path):
     monkeypatch.chdir(course.parent)
     os.rename(course, course.parent / "assignments")
     assert load_course().root == (course.parent / "assignments").resolve()
+
+
+@pytest.mark.slow
+def test_release_refuses_a_source_that_fails_at_ci_scale(course, capsys):
+    import nbformat
+
+    path = course / "source" / "hw01" / "hw01.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "q1-solution")
+    cell.source = cell.source.replace("    return math.sqrt(", "    return 0 * math.sqrt(")
+    nbformat.write(nb, path)
+    before = tree(course)
+    assert tdl("--course", str(course), "release", "hw01") == 2
+    err = capsys.readouterr().err
+    assert "hw01.ipynb fails at scale='ci' in cell" in err and "(q1-test): AssertionError" in err, err
+    assert tree(course) == before  # no release/, no gradebook, no exchange

@@ -201,12 +201,15 @@ def check_students(course: Course, students) -> None:
                           "import them with `tdl roster import roster.csv`")
 
 
-def check_exchange(course: Course, *, create_default: bool) -> Path:
+def check_exchange(course: Course, *, create_default: bool, default_may_be_missing: bool = False) -> Path:
     """The exchange root, which must exist and be writable. The default local exchange (a folder
-    inside the course root) is created on first use; a configured one (a shared mount) never is."""
+    inside the course root) is created on first use; a configured one (a shared mount) never is.
+    ``default_may_be_missing`` only checks that it could be created."""
     root = course.exchange_root
     if not root.is_dir():
         inside = root.resolve().is_relative_to(course.root)
+        if inside and default_may_be_missing:
+            return root
         if create_default and inside:
             root.mkdir(parents=True)
             root.chmod(0o1777 if os.geteuid() == 0 else 0o755)
@@ -393,13 +396,14 @@ def release(course: Course, assignment: str, *, due: str | None = None, check: b
     """
     check_assignment(course, assignment, in_gradebook=False)
     duedate = parse_due(due) if due is not None else None
-    check_exchange(course, create_default=True)
+    check_exchange(course, create_default=False, default_may_be_missing=True)
     src = course.path("source", ".", assignment)
     notebooks = tuple(sorted(p.name for p in src.glob("*.ipynb")))
+    if check:  # before anything is written
+        for name in notebooks:
+            run_notebook(src / name, scale="ci")
+    check_exchange(course, create_default=True)
     with course_lock(course):
-        if check:
-            for name in notebooks:
-                run_notebook(src / name, scale="ci")
         with course.gradebook() as gb:
             kw = {"duedate": duedate} if duedate is not None else {}
             gb.update_or_create_assignment(assignment, **kw)
