@@ -12,6 +12,7 @@ the graded notebooks.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import shutil
@@ -27,7 +28,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading")]
 
 
 
-def _sandbox_available() -> bool:
+@functools.lru_cache(maxsize=None)
+def sandboxed() -> bool:
     """Whether `tdl grade` will isolate kernels here (root, mount namespaces, a reachable Python)."""
     import tempfile
 
@@ -43,8 +45,6 @@ def _sandbox_available() -> bool:
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-
-SANDBOXED = _sandbox_available()
 HONEST = {"good1": 6.0, "good2": 3.0, "good3": 6.0}
 # student -> expected autograded cell scores (q1, q2, q3)
 EXPECTED = {
@@ -108,7 +108,7 @@ def _edit(student, nb, course):
                            "../../good1/hw01/hw01.ipynb", "../../../../source/hw01/hw01.ipynb",
                            "../../../../gradebook.db"]}
         # Writing into the gradebook is only attempted where the sandbox must stop it.
-        write = [str(course / "gradebook.db")] if SANDBOXED else []
+        write = [str(course / "gradebook.db")] if sandboxed() else []
         _cell(nb, "q2-solution").source = (
             "import json\n"
             f"_targets = {json.dumps(targets)}\n"
@@ -260,7 +260,7 @@ def test_grade_run_succeeded_and_is_isolated(term):
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"{len(EXPECTED)} graded, 0 unchanged" in r.stdout
     assert "gradebook integrity: ok" in r.stdout
-    if SANDBOXED:
+    if sandboxed():
         assert "sandbox: unprivileged uid" in r.stdout and "private mount namespace" in r.stdout, r.stdout + r.stderr
     else:
         assert "warning:" in r.stderr and ("not running as root" in r.stderr or "not available" in r.stderr)
@@ -268,7 +268,7 @@ def test_grade_run_succeeded_and_is_isolated(term):
 
 @pytest.mark.parametrize("student", sorted(EXPECTED))
 def test_every_submission_gets_its_expected_score(term, student):
-    if student == "snoop" and not SANDBOXED:
+    if student == "snoop" and not sandboxed():
         _no_sandbox()
     assert _scores(term["course"], student) == EXPECTED[student]
 
@@ -304,7 +304,7 @@ def _no_sandbox():
 
 
 def test_snoop_found_nothing(term):
-    if not SANDBOXED:
+    if not sandboxed():
         _no_sandbox()
     nb = nbformat.read(term["course"] / "autograded" / "snoop" / "hw01" / "hw01.ipynb", as_version=4)
     text = "".join(o.get("text", "") for o in _cell(nb, "q2-solution").outputs)
@@ -361,7 +361,7 @@ def test_export(term):
     by_id = {r["student_id"]: r for r in rows}
     assert set(by_id) == set(EXPECTED)
     for sid, cells in EXPECTED.items():
-        if sid == "snoop" and not SANDBOXED:
+        if sid == "snoop" and not sandboxed():
             continue
         assert float(by_id[sid]["raw_score"]) == pytest.approx(sum(cells)), sid
         assert float(by_id[sid]["max_score"]) == 9.0
