@@ -14,7 +14,7 @@ import pytest
 
 from conftest import BIN, ROOT
 
-pytestmark = pytest.mark.xdist_group("grading")
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading")]
 
 
 @pytest.fixture
@@ -191,7 +191,6 @@ def test_course_from_environment(course, monkeypatch, tmp_path):
     assert load_course().root == (course.parent / "assignments").resolve()
 
 
-@pytest.mark.slow
 def test_release_refuses_a_source_that_fails_at_ci_scale(course, capsys):
     import nbformat
 
