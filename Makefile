@@ -54,7 +54,7 @@ test-fast: $(STAMP)
 
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-lab: $(STAMP)
+lab: $(STAMP) $(VSTAMP)
 	$(VENV)/bin/jupyter lab --notebook-dir=$(CURDIR) --ServerApp.default_url=/lab/tree/labs $(ALLOW_ROOT)
 
 bench: $(STAMP)
