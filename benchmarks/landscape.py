@@ -108,7 +108,7 @@ def main() -> None:
             c = res.center
             centre, has = float(res.losses[c]), bool(res.alphas[c[0]] == 0 and res.betas[c[1]] == 0)
             sym = bool(torch.equal(res.alphas, -res.alphas.flip(0)))
-            has_s = f"yes, exactly (symmetric: {sym})"
+            has_s = f"yes, exactly (symmetric: {sym})" if has else "NO"
         else:
             centre = float(res[n // 2][n // 2])
             # Offsets along d1 are i - n/2 for i = 0..n-1 (from the library's loop): never 0 for odd n.

@@ -56,8 +56,9 @@ class HessianOperator:
     * ``"forward_over_reverse"``: H v = d/de nabla L(theta + e v) at e = 0 with ``torch.func.jvp``
       of ``torch.func.grad``; recomputes forward and backward on every product.
 
-    Measured on 2 CPU cores (MLP 784-256-256-10, 2048 samples): cached double backward 13-19 ms
-    per product, forward-over-reverse 33 ms, so ``double_backward`` is the default.
+    Measured on CPU (MLP 784-256-256-10, 2048 samples; benchmarks/README.md): cached double
+    backward 31 ms per product, forward-over-reverse 106 ms (56 ms per vector under ``vmap``), so
+    ``double_backward`` is the default.
 
     Calling the operator with ``v`` of shape ``(P,)`` returns ``H v``; with ``(b, P)`` it returns the
     ``b`` products (forward-over-reverse vectorises them with ``vmap``; double backward loops on
@@ -206,11 +207,14 @@ class EigResult:
     """Extreme Hessian eigenvalues from Lanczos.
 
     ``eigenvalues`` are in decreasing order (for ``which="both"``: the k largest, then the k
-    smallest); they, ``residuals`` and ``error_bounds`` are float64 CPU tensors. ``residuals[i] = ||H y_i - theta_i y_i||`` for the Ritz vector y_i (computed by the
-    Lanczos recurrence); ``error_bounds[i] = min(r_i, r_i^2 / gap_i)`` bounds |lambda - theta_i|
-    (Parlett 1998, Thm 11.7.1 and the gap theorem; gap_i is the distance to the nearest other Ritz
-    value). ``converged`` is True when every bound is <= ``tol * scale`` with ``scale`` = the
-    largest |Ritz value|. ``eigenvectors`` (k x P, unit rows, theta layout) only when asked for.
+    smallest); they, ``residuals`` and ``error_bounds`` are float64 CPU tensors.
+    ``residuals[i] = ||H y_i - theta_i y_i||`` for the Ritz vector y_i (computed by the Lanczos
+    recurrence); ``error_bounds[i] = min(r_i, r_i^2 / gap_i)`` estimates |lambda - theta_i|: some
+    eigenvalue lies within r_i of theta_i (rigorous for symmetric H), and within r_i^2 / gap when
+    the rest of the spectrum is gap away (Kato-Temple; Parlett 1998, ch. 11), where gap_i is taken
+    as the distance to the nearest other Ritz value (an estimate of the true gap, accurate once
+    the neighbours have settled). ``converged`` is True when every bound is <= ``tol * scale`` with
+    ``scale`` = the largest |Ritz value|. ``eigenvectors`` (k x P, unit rows, theta layout) only when asked for.
     """
 
     eigenvalues: torch.Tensor
@@ -441,8 +445,9 @@ def hessian_trace(model: nn.Module, loss_fn: Callable, batch, *, tol: float = 0.
     smaller variance x cost (cost modelled as samples + 128, calibrated on CPU) and estimate the
     number m = s^2 / (tol |value|)^2 of probes needed for stderr <= tol * |value|; m/2 fresh probes
     are drawn, then topped up as their own variance says. The estimate and its stderr use only the
-    fresh probes: pilots whose variance decided the stopping would bias a skewed mean. At most ``max_probes`` probes in all; stopping there unconverged warns. Whole-data
-    probes are drawn ``probes_per_pass`` at a time (one batched product, e.g. ``vmap`` with
+    fresh probes: pilots whose variance decided the stopping would bias a skewed mean. At most
+    ``max_probes`` probes in all; stopping there unconverged warns. Whole-data probes are drawn
+    ``probes_per_pass`` at a time (one batched product, e.g. ``vmap`` with
     ``hvp_method="forward_over_reverse"``).
     """
     if method not in TRACE_METHODS:

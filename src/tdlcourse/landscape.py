@@ -134,8 +134,9 @@ def _grid(span: float, steps: int, name: str) -> torch.Tensor:
 
 
 def _default_chunk(device: torch.device) -> int:
-    # Measured on 2 CPU cores: a plain loop beats vmap over grid points (3.4 s vs 5.5 s for a
-    # 21x21 grid of an MLP 784-256-256-10 on 2048 samples). On GPU small forwards are launch-bound.
+    # Measured on CPU (benchmarks/README.md): a plain loop beats vmap over grid points (1.6 s vs
+    # 2.4 s for a 21x21 grid of an MLP 784-256-256-10 on 2048 samples). On GPU small forwards are
+    # launch-bound, so points are batched there (not measured yet: no GPU was available).
     return 16 if device.type == "cuda" else 1
 
 
@@ -296,7 +297,7 @@ def surface_2d(model: nn.Module, loss_fn: Callable, batch, directions: torch.Ten
     with ``functional_call`` (``chunk`` > 1 evaluates that many points at once with ``vmap``;
     default 1 on CPU, where it measured faster, 16 on GPU). For a plain ``nn.Sequential`` starting
     with a Linear/Conv layer, that layer's output is computed once per batch for theta, d_1 and d_2
-    and combined linearly at each point (``_affine_head``; about 2x faster for an MLP on MNIST).
+    and combined linearly at each point (``_affine_head``; 2.4x faster for an MLP on MNIST).
     """
     spec = param_spec(model)
     d = _check_directions(directions, spec, 2)
