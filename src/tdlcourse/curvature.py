@@ -39,7 +39,7 @@ WHICH = ("largest", "smallest", "both")
 TRACE_METHODS = ("hutch++", "hutchinson")
 
 __all__ = ["HessianOperator", "hvp", "EigResult", "hessian_eigs", "TraceResult", "hessian_trace",
-           "DensityResult", "hessian_density", "full_hessian"]
+           "DensityResult", "hessian_density", "gaussian_smooth", "full_hessian"]
 
 
 # ------------------------------------------------------------------------------ Hessian operator
