@@ -47,3 +47,21 @@ def test_notebook_committed_without_outputs(path):
     nb = nbformat.read(path, as_version=4)
     dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
     assert not dirty, f"{path.name}: cells {dirty} have outputs or execution counts; strip them before committing"
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("lab01-cpu")
+def test_lab01_stated_results_hold_at_cpu_scale(tmp_path, monkeypatch):
+    """The lab's text states what happens at `cpu` scale (the scale of the book); its check cell
+    asserts those statements, so they are tested here rather than assumed (~1.5 min)."""
+    import papermill as pm
+
+    monkeypatch.setenv("TDL_STATIC", "1")
+    path = ROOT / "labs" / "01_generalization_puzzle.ipynb"
+    try:
+        out = pm.execute_notebook(str(path), str(tmp_path / path.name), parameters={"scale": "cpu"},
+                                  cwd=str(path.parent), kernel_name="python3", progress_bar=False)
+    except pm.PapermillExecutionError as e:
+        pytest.fail(f"{path.name} at scale=cpu: cell {e.exec_count} raised {e.ename}: {e.evalue}", pytrace=False)
+    text = "".join(o.get("text", "") for c in out.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert text.count("[ok]") == 4 and "FAILS" not in text
