@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import sys
@@ -51,3 +52,23 @@ def pytest_configure(config):
         import torch
 
         torch.set_num_threads(1)
+
+
+def snapshot(model):
+    """Everything a library call must leave as it was: parameters and buffers, every module's mode,
+    the .grad fields and the global RNG state. Check with ``assert_untouched``."""
+    import torch
+
+    return (copy.deepcopy(model.state_dict()), [m.training for m in model.modules()],
+            [p.grad for p in model.parameters()], torch.get_rng_state())
+
+
+def assert_untouched(model, snap):
+    import torch
+
+    sd, flags, grads, rng = snap
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, sd[k]), f"{k} changed"
+    assert [m.training for m in model.modules()] == flags
+    assert all(p.grad is None for p in model.parameters()) and all(g is None for g in grads)
+    assert torch.equal(torch.get_rng_state(), rng), "the global RNG stream was consumed"

@@ -1,6 +1,5 @@
 """Oracle tests for tdlcourse.curvature: dense Hessians, closed forms and Monte Carlo coverage."""
 
-import copy
 import math
 
 import pytest
@@ -10,6 +9,8 @@ from torch.func import functional_call
 
 from tdlcourse import curvature as C
 from tdlcourse import plots
+
+from conftest import assert_untouched, snapshot
 
 CE = nn.functional.cross_entropy
 
@@ -82,19 +83,6 @@ def dense_hessian(model, loss_fn, batches):
 
     return torch.autograd.functional.hessian(f, theta)
 
-
-def snapshot(model):
-    return (copy.deepcopy(model.state_dict()), [m.training for m in model.modules()],
-            [p.grad for p in model.parameters()], torch.get_rng_state())
-
-
-def assert_untouched(model, snap):
-    sd, flags, grads, rng = snap
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, sd[k]), f"{k} changed"
-    assert [m.training for m in model.modules()] == flags
-    assert all(p.grad is None for p in model.parameters()) and all(g is None for g in grads)
-    assert torch.equal(torch.get_rng_state(), rng), "the global RNG stream was consumed"
 
 
 # ------------------------------------------------------------------ explicit Hessians (syllabus)

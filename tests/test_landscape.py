@@ -10,22 +10,11 @@ from torch import nn
 from tdlcourse import landscape as LS
 from tdlcourse import plots
 
+from conftest import assert_untouched, snapshot
+
 CE = nn.functional.cross_entropy
 MSE = nn.functional.mse_loss
 
-
-def snapshot(model):
-    return (copy.deepcopy(model.state_dict()), [m.training for m in model.modules()],
-            [p.grad for p in model.parameters()], torch.get_rng_state())
-
-
-def assert_untouched(model, snap):
-    sd, flags, grads, rng = snap
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, sd[k]), f"{k} changed"
-    assert [m.training for m in model.modules()] == flags
-    assert all(p.grad is None for p in model.parameters())
-    assert torch.equal(torch.get_rng_state(), rng)
 
 
 def least_squares(seed=0, n=60, d=5):
