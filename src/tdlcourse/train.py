@@ -35,7 +35,6 @@ import numbers
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -43,6 +42,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import _mlpstack
 from . import device as _device
 from .data import Data
 
@@ -485,158 +485,62 @@ def _refuse_running_stats(model: nn.Module) -> None:
                 "LayerNorm, or train these models one at a time with fit")
 
 
-_ACTIVATIONS: dict[type, Callable[[nn.Module], Callable[[torch.Tensor], torch.Tensor]]] = {
-    nn.ReLU: lambda m: torch.relu,
-    nn.Tanh: lambda m: torch.tanh,
-    nn.Sigmoid: lambda m: torch.sigmoid,
-    nn.GELU: lambda m: partial(F.gelu, approximate=m.approximate),
-    nn.LeakyReLU: lambda m: partial(F.leaky_relu, negative_slope=m.negative_slope),
-    nn.SiLU: lambda m: F.silu,
-}
-
-
-def _bmm_plan(model: nn.Module, names: list[str], x_dim: int) -> list[tuple] | None:
-    """The layer list of a plain MLP (Sequential of Linear, elementwise activations, leading Flatten).
-
-    None when the model is anything else; those models take the general torch.func engine.
-    """
-    if type(model) is not nn.Sequential:
-        return None
-    index = {n: i for i, n in enumerate(names)}
-    if len(index) != sum(1 for p in model.parameters()):
-        return None  # frozen parameters: general engine
-    plan: list[tuple] = []
-    features = x_dim
-    for i, (name, m) in enumerate(model.named_children()):
-        if isinstance(m, nn.Flatten) and i == 0 and m.start_dim == 1 and m.end_dim == -1:
-            plan.append(("flatten",))
-            features = 2
-        elif type(m) is nn.Linear:
-            if features != 2:
-                return None
-            plan.append(("linear", index[f"{name}.weight"], index.get(f"{name}.bias")))
-        elif type(m) is nn.Identity:
-            continue
-        elif type(m) in _ACTIVATIONS:
-            plan.append(("act", _ACTIVATIONS[type(m)](m)))
-        else:
-            return None
-    return plan if any(op[0] == "linear" for op in plan) else None
-
-
-_CPU_CHUNK_BYTES = 2 ** 20  # about half an L2 cache: one activation array of a model chunk on CPU
-_WIDE_MIN_FAN_IN = 32  # below this the wide GEMM saves less than its layout copy costs
-# Keep the shared first-layer GEMM at least this many columns wide per thread when chunking models:
-# one thread runs a 2048x784 @ 784x128 product faster per FLOP than a 2048-column one (cache), while
-# threads need columns to split.
-_WIDE_COLUMNS_PER_THREAD = 128
-
-
-def _plan_first_linear(plan: list[tuple]) -> int:
-    return next(op[1] for op in plan if op[0] == "linear")
-
-
-def _first_fan_in(plan: list[tuple], shapes: list[tuple[int, ...]]) -> int:
-    return shapes[_plan_first_linear(plan)][1]
-
-
-def _bmm_forward(plan: list[tuple], params: Sequence[torch.Tensor], x: torch.Tensor, shared: bool) -> torch.Tensor:
-    """Outputs [K, B, d_out] of K stacked MLPs on inputs x ([B, ...] shared or [K, B, ...])."""
-    h = x
-    for op in plan:
-        if op[0] == "flatten":
-            h = h.flatten(1) if shared else h.flatten(2)
-        elif op[0] == "linear":
-            w = params[op[1]]
-            b = params[op[2]] if op[2] is not None else None
-            if shared and w.shape[2] >= _WIDE_MIN_FAN_IN:
-                # One wide product x W_cat^T for all K first layers: a single large GEMM.
-                k, o, i = w.shape
-                z = F.linear(h, w.reshape(k * o, i), None if b is None else b.reshape(k * o))
-                # Model-major copy: elementwise ops and their backward on strided views are much slower.
-                h = z.view(h.shape[0], k, o).transpose(0, 1).contiguous()
-                shared = False
-            else:
-                if shared:  # narrow input: broadcast it (stride 0) and use the batched product
-                    h, shared = h.expand(w.shape[0], *h.shape), False
-                if b is not None:
-                    h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
-                else:
-                    h = torch.bmm(h, w.transpose(1, 2))
-        else:
-            h = op[1](h)
-    return h
-
-
-def _batched_loss(loss: str | Callable, lf: Callable, out: torch.Tensor, y: torch.Tensor,
-                  y_shared: bool) -> torch.Tensor:
-    """Per-model mean losses [K] of outputs [K, B, ...] against targets [B, ...] or [K, B, ...]."""
-    k = out.shape[0]
-    if out.dtype in (torch.float16, torch.bfloat16):
-        out = out.float()  # as autocast does for F.cross_entropy / F.mse_loss: losses in float32
-    if loss == "cross_entropy" and not torch.is_floating_point(y) and out.dim() == 3 and out.shape[-1] <= 64:
-        # -log softmax(o)_y = logsumexp(o) - o_y, with the classes as the leading (slow) axis so that the
-        # reductions run vectorized over samples (F.cross_entropy with ten classes is ~5x slower on CPUs).
-        yk = (y.expand(k, *y.shape) if y_shared else y).reshape(1, -1)
-        o = out.reshape(-1, out.shape[-1]).t().contiguous()
-        z = o - o.detach().amax(0)
-        per = z.exp().sum(0).log() - z.gather(0, yk).squeeze(0)
-        return per.view(k, -1).mean(1)
-    if loss == "cross_entropy" and not torch.is_floating_point(y):
-        yk = y.expand(k, *y.shape) if y_shared else y
-        per = F.cross_entropy(out.reshape(-1, out.shape[-1]), yk.reshape(-1), reduction="none")
-        return per.view(k, -1).mean(1)
-    if loss == "mse":
-        yk = y.expand(k, *y.shape) if y_shared else y
-        return (out.reshape(yk.shape) - yk).square().reshape(k, -1).mean(1)
-    return torch.vmap(lf, in_dims=(0, None if y_shared else 0))(out, y)
-
-
 class _Optimizer:
     """SGD (momentum, Nesterov) / Adam / AdamW on K models' flat parameters [K, P], as in torch.optim.
 
-    The learning rate is a tensor [K] (one per model); ``active`` [K] freezes the models whose loss
-    diverged or that reached their target (their update is discarded, NaNs included).
+    ``step`` updates a block of rows (a chunk of models, right after its gradient is computed, while
+    it is in cache) with learning rates ``lr`` [rows] and step count ``t``; ``active`` [rows] freezes
+    the models whose loss diverged or that reached their target (their update is discarded, NaNs
+    included). ``all_active`` (known on the host) skips that masking.
     """
 
     def __init__(self, kind: str, momentum: float, nesterov: bool, weight_decay: float,
-                 betas: tuple[float, float], eps: float) -> None:
+                 betas: tuple[float, float], eps: float, flat: torch.Tensor) -> None:
         self.kind, self.momentum, self.nesterov, self.wd = kind, momentum, nesterov, weight_decay
         self.betas, self.eps = betas, float(eps)
+        self.flat = flat
         self.state: list[torch.Tensor] = []
-        self.t = 0
+        if kind != "sgd":
+            self.state = [torch.zeros_like(flat), torch.zeros_like(flat)]
+        elif momentum:
+            self.state = [torch.zeros_like(flat)]
 
     @torch.no_grad()
-    def step(self, p: torch.Tensor, g: torch.Tensor, lr: torch.Tensor, active: torch.Tensor) -> None:
-        self.t += 1
-        lr, keep = lr.unsqueeze(1), active.unsqueeze(1)
+    def step(self, rows: slice, g: torch.Tensor, lr: torch.Tensor, active: torch.Tensor, t: int,
+             all_active: bool) -> None:
+        """One update of ``flat[rows]`` with gradient ``g`` (overwritten: it is scratch)."""
+        p = self.flat[rows]
+        lr = lr.unsqueeze(1)
         if self.kind == "sgd":
             if self.wd:
-                g = g.add(p, alpha=self.wd)
+                g = g.add_(p, alpha=self.wd)
             if self.momentum:
-                if not self.state:
-                    self.state = [g.clone()]
+                buf = self.state[0][rows]
+                if t == 1:  # torch.optim: the first buffer is the gradient itself
+                    buf.copy_(g)
                 else:
-                    self.state[0].mul_(self.momentum).add_(g)
-                buf = self.state[0]
-                g = g.add(buf, alpha=self.momentum) if self.nesterov else buf
-            new = p - lr * g
+                    buf.mul_(self.momentum).add_(g)
+                g = g.add_(buf, alpha=self.momentum) if self.nesterov else buf
+            if all_active:
+                p.addcmul_(g, lr, value=-1)  # p - lr g in one pass
+                return
+            upd, keep = lr * g, None
         else:
             b1, b2 = self.betas
-            base = p
-            if self.wd and self.kind == "adamw":
-                base = p * (1 - lr * self.wd)
-            elif self.wd:
-                g = g.add(p, alpha=self.wd)
-            if not self.state:
-                self.state = [torch.zeros_like(p), torch.zeros_like(p)]
-            m, v = self.state
+            if self.wd and self.kind == "adam":
+                g = g.add_(p, alpha=self.wd)
+            m, v = self.state[0][rows], self.state[1][rows]
             m.lerp_(g, 1 - b1)
             v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            step_size = lr / (1 - b1 ** self.t)
-            denom = (v.sqrt() / math.sqrt(1 - b2 ** self.t)).add_(self.eps)
-            new = base - step_size * (m / denom)
-        p.copy_(torch.where(keep, new, p))
+            step_size = lr / (1 - b1 ** t)
+            denom = (v.sqrt() / math.sqrt(1 - b2 ** t)).add_(self.eps)
+            upd = step_size * (m / denom)
+            keep = 1 - lr * self.wd if self.wd and self.kind == "adamw" else None  # decoupled decay
+        if all_active:
+            (p if keep is None else p.mul_(keep)).sub_(upd)
+        else:
+            new = (p if keep is None else p * keep) - upd
+            p.copy_(torch.where(active.unsqueeze(1), new, p))
 
 
 @dataclass
@@ -785,7 +689,7 @@ def fit_ensemble(models: Sequence[nn.Module], data: Data | tuple | Sequence[Data
     rest = {n_: torch.stack([m.get_parameter(n_).detach() for m in models])
             for n_, p in models[0].named_parameters() if not p.requires_grad}
     rest.update({n_: torch.stack([m.get_buffer(n_).detach() for m in models]) for n_, _ in models[0].named_buffers()})
-    plan = _bmm_plan(template, names, train.x.dim() - (0 if train.x_shared else 1)) if engine != "func" else None
+    plan = _mlpstack.plan(template, names, train.x.dim() - (0 if train.x_shared else 1)) if engine != "func" else None
     if engine == "bmm" and plan is None:
         raise ValueError("engine='bmm' needs a plain MLP (nn.Sequential of Linear, elementwise activations and an "
                          "optional leading Flatten, all parameters trainable, 2-D inputs); use engine='func'")
@@ -798,11 +702,18 @@ def fit_ensemble(models: Sequence[nn.Module], data: Data | tuple | Sequence[Data
     if used_engine == "bmm":
         def bmm_losses(p_list, x, y, x_shared, y_shared):
             with _device.autocast(resolved_precision, dev):
-                return _batched_loss(loss, lf, _bmm_forward(plan, p_list, x, x_shared), y, y_shared)
+                return _mlpstack.batched_loss(loss, lf, _mlpstack.forward(plan, p_list, x, x_shared), y, y_shared)
 
         loss_fn = torch.compile(bmm_losses, backend=backend, dynamic=False) if backend else bmm_losses
 
         leaf_cache: dict[tuple[int, int], list[torch.Tensor]] = {}
+
+        workspace = _mlpstack.Workspace()
+
+        def manual_grads_and_losses(f, r, x, y, x_shared, y_shared, out=None):
+            losses, grads = _mlpstack.forward_backward(plan, unflatten(f), x, x_shared, loss, lf, y, y_shared,
+                                                       workspace)
+            return torch.cat([g.reshape(f.shape[0], -1) for g in grads], 1, out=out), losses
 
         def grads_and_losses(f, r, x, y, x_shared, y_shared, out=None):
             # Leaves per layer, views of the flat parameters made once per chunk (the optimizer updates
@@ -816,8 +727,12 @@ def fit_ensemble(models: Sequence[nn.Module], data: Data | tuple | Sequence[Data
                 grads = torch.autograd.grad(losses.sum(), leaves)
             return torch.cat([g.reshape(f.shape[0], -1) for g in grads], 1, out=out), losses.detach()
 
+        if not backend and resolved_precision in ("fp32", "tf32"):
+            # Backpropagation written out (about 2x faster on CPUs); autocast and compile keep autograd.
+            grads_and_losses = manual_grads_and_losses  # noqa: F811
+
         def outputs(f, r, x, x_shared):
-            return _bmm_forward(plan, unflatten(f), x, x_shared)
+            return _mlpstack.forward(plan, unflatten(f), x, x_shared)
     else:
         gv = torch.func.grad_and_value(func_loss)
         mapped: dict[tuple[bool, bool], Callable] = {}
@@ -828,10 +743,7 @@ def fit_ensemble(models: Sequence[nn.Module], data: Data | tuple | Sequence[Data
                 fn = torch.vmap(gv, in_dims=(0, 0, None if x_shared else 0, None if y_shared else 0),
                                 randomness="different")
                 mapped[key] = torch.compile(fn, backend=backend) if backend else fn
-            g, losses = mapped[key](f, r, x, y)
-            if out is not None:
-                out.copy_(g)
-            return g, losses
+            return mapped[key](f, r, x, y)  # a fresh gradient: the optimizer may use it as scratch
 
         def outputs(f, r, x, x_shared):
             fn = lambda f_, r_, x_: torch.func.functional_call(template, (dict(zip(names, unflatten(f_))), r_), (x_,))  # noqa: E731
@@ -842,36 +754,45 @@ def fit_ensemble(models: Sequence[nn.Module], data: Data | tuple | Sequence[Data
     # (compute-bound work); GPUs take the whole ensemble in one pass.
     if model_chunk is None:
         per_model = max(1, (batch_size or n)) * max(widest, 1) * flat.element_size()
-        model_chunk = max(1, _CPU_CHUNK_BYTES // per_model)
-        if plan is not None and train.x_shared and _first_fan_in(plan, shapes) >= _WIDE_MIN_FAN_IN:
-            columns = _WIDE_COLUMNS_PER_THREAD * torch.get_num_threads()
-            model_chunk = max(model_chunk, -(-columns // shapes[_plan_first_linear(plan)][0]))
+        model_chunk = max(1, _mlpstack.CPU_CHUNK_BYTES // per_model)
+        if plan is not None and train.x_shared and shapes[_mlpstack.first_linear(plan)][1] >= _mlpstack.WIDE_MIN_FAN_IN:
+            columns = _mlpstack.WIDE_COLUMNS_PER_THREAD * torch.get_num_threads()
+            model_chunk = max(model_chunk, -(-columns // shapes[_mlpstack.first_linear(plan)][0]))
         model_chunk = k if dev.type != "cpu" else min(k, model_chunk)
     elif isinstance(model_chunk, bool) or not isinstance(model_chunk, int) or model_chunk < 1:
         raise ValueError(f"model_chunk={model_chunk!r} must be a positive integer or None (automatic)")
     chunks = [slice(a, min(a + model_chunk, k)) for a in range(0, k, model_chunk)]
-    grad_buf = torch.empty_like(flat) if len(chunks) > 1 else None
-    loss_chunk = torch.empty(k, dtype=flat.dtype, device=dev) if len(chunks) > 1 else None
+    grad_buf = torch.empty(model_chunk, flat.shape[1], dtype=flat.dtype, device=dev)  # one chunk's gradients
 
     def pick(t: torch.Tensor, shared: bool, sl: slice) -> torch.Tensor:
         return t if shared else t[sl]
 
-    def step_all(x, y, x_shared, y_shared):
-        if len(chunks) == 1:
-            return grads_and_losses(flat, rest, x, y, x_shared, y_shared)
+    def step_all(step: int, x, y, x_shared, y_shared, lr_now: torch.Tensor) -> None:
+        """Gradients, divergence guard and optimizer update of every model, one chunk at a time."""
         for sl in chunks:
-            _, l_ = grads_and_losses(flat[sl], {a: b[sl] for a, b in rest.items()}, pick(x, x_shared, sl),
-                                     pick(y, y_shared, sl), x_shared, y_shared, out=grad_buf[sl])
-            loss_chunk[sl] = l_
-        return grad_buf, loss_chunk
+            g, losses = grads_and_losses(flat[sl], {a: b[sl] for a, b in rest.items()}, pick(x, x_shared, sl),
+                                         pick(y, y_shared, sl), x_shared, y_shared,
+                                         out=grad_buf[:sl.stop - sl.start])
+            loss_buf[(step - 1) % rows, sl] = losses
+            # On CPUs, while every model is alive and finite, the update needs no mask (checking is
+            # free there); GPUs always take the masked update, which needs no host sync.
+            if fast_path[0] and bool(torch.isfinite(losses).all()):
+                opt.step(sl, g, lr_now[sl], active[sl], step, True)
+                continue
+            fast_path[0] = False
+            finite = torch.isfinite(losses)
+            end_step[sl] = torch.where(active[sl] & ~finite, step, end_step[sl])
+            active[sl] &= finite
+            opt.step(sl, g, lr_now[sl], active[sl], step, False)
 
     def outputs_all(x, x_shared):
         return torch.cat([outputs(flat[sl], {a: b[sl] for a, b in rest.items()}, pick(x, x_shared, sl), x_shared)
                           for sl in chunks])
 
-    opt = _Optimizer(optimizer, momentum, nesterov, weight_decay, betas, eps)
+    opt = _Optimizer(optimizer, momentum, nesterov, weight_decay, betas, eps, flat)
     lr_vec = torch.tensor(lrs, dtype=flat.dtype, device=dev)
     active = torch.ones(k, dtype=torch.bool, device=dev)
+    fast_path = [dev.type == "cpu"]  # no model frozen yet (host-side knowledge)
     end_step = torch.full((k,), steps + 1, dtype=torch.long, device=dev)  # first step not taken
     sync_every_step = dev.type == "cpu"  # syncing is free on CPU; on GPUs only at evaluations
     rows = 1 if sync_every_step else eval_every  # ring buffer of losses not yet copied to the host
@@ -937,7 +858,7 @@ def fit_ensemble(models: Sequence[nn.Module], data: Data | tuple | Sequence[Data
                     yb = split.y[i:i + eval_chunk] if split.y_shared else split.y[:, i:i + eval_chunk]
                     with _device.autocast(resolved_precision, dev):
                         out = outputs_all(xb, split.x_shared)
-                        tot += _batched_loss(loss, lf, out, yb, split.y_shared).double() * xb.shape[0 if split.x_shared else 1]
+                        tot += _mlpstack.batched_loss(loss, lf, out, yb, split.y_shared).double() * xb.shape[0 if split.x_shared else 1]
                     if not torch.is_floating_point(yb):
                         hit += (out.argmax(-1) == yb).sum(-1).double()
                 tot_l = (tot / m).tolist()
@@ -968,12 +889,7 @@ def fit_ensemble(models: Sequence[nn.Module], data: Data | tuple | Sequence[Data
                     pos += batch_size
                     xb, xsh = _take(train.x, train.x_shared, idx, one_stream)
                     yb, ysh = _take(train.y, train.y_shared, idx, one_stream)
-                grads, losses = step_all(xb, yb, xsh, ysh)
-                finite = torch.isfinite(losses)
-                end_step.copy_(torch.where(active & ~finite, step, end_step))
-                active &= finite
-                loss_buf[(step - 1) % rows] = losses
-                opt.step(flat, grads, lr_vec * factors[step - 1], active)
+                step_all(step, xb, yb, xsh, ysh, lr_vec * factors[step - 1])
                 is_eval = step % eval_every == 0 or step == steps
                 if sync_every_step or is_eval:
                     sync(step)
@@ -994,6 +910,7 @@ def fit_ensemble(models: Sequence[nn.Module], data: Data | tuple | Sequence[Data
                             frozen_at[j] = h.stopped_at = step
                             h.message = f"reached {reached} at step {step}"
                             active[j] = False
+                            fast_path[0] = False
                             end_step[j] = step + 1
                     stop = [cb(step, dict(zip(names, unflatten(flat.detach()))), histories) for cb in callbacks]
                     if any(s is True for s in stop):
@@ -1006,7 +923,7 @@ def fit_ensemble(models: Sequence[nn.Module], data: Data | tuple | Sequence[Data
                         stopped_all = True
                 now = time.perf_counter()
                 if progress and (now - last_bar > 0.5 or step == steps):
-                    alive = [v for v in losses.tolist() if math.isfinite(v)]
+                    alive = [v for v in loss_buf[(step - 1) % rows].tolist() if math.isfinite(v)]
                     bar.set_postfix(loss=f"{sorted(alive)[len(alive) // 2]:.4g}" if alive else "nan",
                                     alive=f"{len(alive)}/{k}", refresh=False)
                     bar.update(step - bar.n)

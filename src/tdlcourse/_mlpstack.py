@@ -1,0 +1,264 @@
+"""K stacked plain MLPs: forward pass and hand-written backpropagation with batched matrix products.
+
+The ``"bmm"`` engine of ``train.fit_ensemble``. A *plan* lists the layers of an ``nn.Sequential`` of
+``Linear`` layers and elementwise activations (an optional leading ``Flatten``); parameters come as
+stacked tensors, ``W [K, out, in]`` and ``b [K, out]``. For a layer z = h W^T + b with upstream
+gradient g = dL/dz (all K models at once, B samples each):
+
+    dL/dW = g^T h,    dL/db = sum_B g,    dL/dh = g W,
+
+and an activation a = phi(z) maps g_a to g_z = g_a * phi'(z) with the same ATen kernels autograd
+uses (``tanh_backward``, ``threshold_backward``...), so the gradients equal autograd's up to the
+order of floating-point sums. Writing the backward pass out saves autograd's graph, its saved-tensor
+copies and the bias broadcasts; on CPUs the small-model regime is bound by per-operation overhead and
+memory traffic, and this halves the time of a step (benchmarks/train_ensemble.md).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+aten = torch.ops.aten
+
+def _grad(op, **kw) -> Callable:
+    """g_z from g_a with ATen's backward kernel ``op``; ``out`` (may be g itself) avoids a new buffer."""
+    def f(g: torch.Tensor, saved: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        return op.default(g, saved, **kw) if out is None else op.grad_input(g, saved, grad_input=out, **kw)
+    return f
+
+
+# Activation modules -> (forward, in-place forward or None, backward, what backward reads: "out" =
+# phi(z) or "in" = z). The backward kernels are those PyTorch's autograd calls for each op.
+_ACTIVATIONS: dict[type, Callable[[nn.Module], tuple[Callable, Callable | None, Callable, str]]] = {
+    nn.ReLU: lambda m: (torch.relu, torch.relu_, _grad(aten.threshold_backward, threshold=0), "out"),
+    nn.Tanh: lambda m: (torch.tanh, torch.tanh_, _grad(aten.tanh_backward), "out"),
+    nn.Sigmoid: lambda m: (torch.sigmoid, torch.sigmoid_, _grad(aten.sigmoid_backward), "out"),
+    nn.GELU: lambda m: (partial(F.gelu, approximate=m.approximate), None,
+                        _grad(aten.gelu_backward, approximate=m.approximate), "in"),
+    nn.LeakyReLU: lambda m: (partial(F.leaky_relu, negative_slope=m.negative_slope), None,
+                             _grad(aten.leaky_relu_backward, negative_slope=m.negative_slope,
+                                   self_is_result=False), "in"),
+    nn.SiLU: lambda m: (F.silu, None, _grad(aten.silu_backward), "in"),
+}
+
+CPU_CHUNK_BYTES = 2 ** 19  # one activation array of a model chunk on CPU: a quarter of a 2 MB L2 cache
+WIDE_MIN_FAN_IN = 32  # below this the wide GEMM saves less than its layout copy costs
+# Keep the shared first-layer GEMM at least this many columns wide per thread when chunking models:
+# one thread runs a 2048x784 @ 784x128 product as fast per FLOP as a 2048-column one, while threads
+# need columns to split.
+WIDE_COLUMNS_PER_THREAD = 128
+
+
+def plan(model: nn.Module, names: list[str], x_dim: int) -> list[tuple] | None:
+    """The layer list of a plain MLP (Sequential of Linear, elementwise activations, leading Flatten).
+
+    Entries: ``("flatten",)``, ``("linear", weight index, bias index or None)`` (indices into
+    ``names``), ``("act", forward, in-place forward, backward, reads)``. None when the model is anything else (those
+    models take the general torch.func engine).
+    """
+    if type(model) is not nn.Sequential:
+        return None
+    index = {n: i for i, n in enumerate(names)}
+    if len(index) != sum(1 for p in model.parameters()):
+        return None  # frozen parameters: general engine
+    ops: list[tuple] = []
+    features = x_dim
+    for i, (name, m) in enumerate(model.named_children()):
+        if isinstance(m, nn.Flatten) and i == 0 and m.start_dim == 1 and m.end_dim == -1:
+            ops.append(("flatten",))
+            features = 2
+        elif type(m) is nn.Linear:
+            if features != 2:
+                return None
+            ops.append(("linear", index[f"{name}.weight"], index.get(f"{name}.bias")))
+        elif type(m) is nn.Identity:
+            continue
+        elif type(m) in _ACTIVATIONS:
+            ops.append(("act", *_ACTIVATIONS[type(m)](m)))
+        else:
+            return None
+    return ops if any(op[0] == "linear" for op in ops) else None
+
+
+def first_linear(ops: list[tuple]) -> int:
+    return next(op[1] for op in ops if op[0] == "linear")
+
+
+class Workspace:
+    """Buffers reused from step to step, keyed by role and shape.
+
+    Fresh half-megabyte arrays every step cost page faults (glibc returns freed memory to the system):
+    measured 300 faults and ~0.5 ms per step of the small benchmark, a sixth of its time. A tensor handed
+    out is overwritten by the next pass that uses the same workspace.
+    """
+
+    def __init__(self) -> None:
+        self._bufs: dict[tuple, torch.Tensor] = {}
+
+    def get(self, role: object, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        key = (role, tuple(shape), like.dtype, like.device)
+        t = self._bufs.get(key)
+        if t is None:
+            t = self._bufs[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return t
+
+
+def _linear(h: torch.Tensor, shared: bool, w: torch.Tensor, b: torch.Tensor | None,
+            ws: Workspace | None = None, role: object = None) -> torch.Tensor:
+    """z = h W^T + b [K, B, out] for K stacked layers; h is [B, in] (shared by all models) or [K, B, in].
+
+    With a workspace the result lands in a reused buffer; without one (autograd) nothing is in place.
+    """
+    k, o, i = w.shape
+    n = h.shape[-2]
+
+    def buf(tag: str, shape: tuple[int, ...]) -> torch.Tensor | None:
+        return None if ws is None else ws.get((role, tag), shape, w)
+
+    if shared and i >= WIDE_MIN_FAN_IN:
+        # One wide product x W_cat^T for all K first layers: a single large GEMM, then a model-major
+        # copy (elementwise ops and their backward on strided views are much slower).
+        wide = w.reshape(k * o, i).t()
+        if ws is None:
+            z = F.linear(h, w.reshape(k * o, i), None if b is None else b.reshape(k * o))
+            return z.view(n, k, o).transpose(0, 1).contiguous()
+        z = torch.mm(h, wide, out=buf("wide", (n, k * o))).view(n, k, o).transpose(0, 1)
+        if b is None:
+            return buf("z", (k, n, o)).copy_(z)
+        return torch.add(z, b.unsqueeze(1), out=buf("z", (k, n, o)))  # the bias rides on the layout copy
+    if shared:  # narrow input: broadcast it (stride 0) and use the batched product
+        h = h.expand(k, *h.shape)
+    if o == 1:  # MKL's [B, i] @ [i, 1] is a slow gemv: compute the transposed product
+        z = torch.bmm(w, h.transpose(1, 2), out=buf("z", (k, 1, n))).view(k, n, 1)
+    elif ws is None and b is not None:
+        return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+    else:
+        z = torch.bmm(h, w.transpose(1, 2), out=buf("z", (k, n, o)))
+    if b is None:
+        return z
+    return z.add_(b.unsqueeze(1)) if ws is not None or o == 1 else z + b.unsqueeze(1)
+
+
+def forward(ops: list[tuple], params: Sequence[torch.Tensor], x: torch.Tensor, shared: bool) -> torch.Tensor:
+    """Outputs [K, B, d_out] of K stacked MLPs on inputs x ([B, ...] shared or [K, B, ...]); autograd-safe."""
+    h = x
+    for op in ops:
+        if op[0] == "flatten":
+            h = h.flatten(1) if shared else h.flatten(2)
+        elif op[0] == "linear":
+            h = _linear(h, shared, params[op[1]], None if op[2] is None else params[op[2]])
+            shared = False
+        else:
+            h = op[1](h)
+    return h
+
+
+def batched_loss(loss: str | Callable, lf: Callable, out: torch.Tensor, y: torch.Tensor,
+                 y_shared: bool) -> torch.Tensor:
+    """Per-model mean losses [K] of outputs [K, B, ...] against targets [B, ...] or [K, B, ...]."""
+    k = out.shape[0]
+    if out.dtype in (torch.float16, torch.bfloat16):
+        out = out.float()  # as autocast does for F.cross_entropy / F.mse_loss: losses in float32
+    if loss == "cross_entropy" and not torch.is_floating_point(y) and out.dim() == 3 and out.shape[-1] <= 64:
+        # -log softmax(o)_y = logsumexp(o) - o_y, with the classes as the leading (slow) axis so that the
+        # reductions run vectorized over samples (F.cross_entropy with ten classes is ~5x slower on CPUs).
+        yk = (y.expand(k, *y.shape) if y_shared else y).reshape(1, -1)
+        o = out.reshape(-1, out.shape[-1]).t().contiguous()
+        z = o - o.detach().amax(0)
+        per = z.exp().sum(0).log() - z.gather(0, yk).squeeze(0)
+        return per.view(k, -1).mean(1)
+    if loss == "cross_entropy" and not torch.is_floating_point(y):
+        yk = y.expand(k, *y.shape) if y_shared else y
+        per = F.cross_entropy(out.reshape(-1, out.shape[-1]), yk.reshape(-1), reduction="none")
+        return per.view(k, -1).mean(1)
+    if loss == "mse":
+        yk = y.expand(k, *y.shape) if y_shared else y
+        return (out.reshape(yk.shape) - yk).square().reshape(k, -1).mean(1)
+    return torch.vmap(lf, in_dims=(0, None if y_shared else 0))(out, y)
+
+
+def loss_and_grad(loss: str | Callable, lf: Callable, out: torch.Tensor, y: torch.Tensor,
+                  y_shared: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Losses [K] (as ``batched_loss``) and their gradients dL_k/d out [K, B, ...].
+
+    Closed forms for the built-in losses: squared error 2 (o - y) / (B d_out); cross-entropy with
+    integer labels (softmax(o) - onehot(y)) / B. Any other loss goes through autograd.
+    """
+    k = out.shape[0]
+    if loss == "mse":
+        yk = y.expand(k, *y.shape) if y_shared else y
+        r = out.reshape(yk.shape) - yk
+        losses = r.square().reshape(k, -1).mean(1)
+        return losses, r.mul_(2.0 / (r.numel() // k)).view(out.shape)
+    if loss == "cross_entropy" and not torch.is_floating_point(y) and out.dim() == 3:
+        c = out.shape[-1]
+        yk = (y.expand(k, *y.shape) if y_shared else y).reshape(1, -1)
+        o = out.reshape(-1, c).t().contiguous()  # classes leading, as in batched_loss
+        z = o.sub_(o.amax(0))
+        e = z.exp()
+        s = e.sum(0)
+        losses = (s.log() - z.gather(0, yk).squeeze(0)).view(k, -1).mean(1)
+        p = e.div_(s).scatter_add_(0, yk, torch.full_like(yk, -1, dtype=e.dtype)).mul_(1.0 / out.shape[1])
+        return losses, p.t().contiguous().view(out.shape)
+    leaf = out.detach().requires_grad_(True)
+    with torch.enable_grad():
+        losses = batched_loss(loss, lf, leaf, y, y_shared)
+        (g,) = torch.autograd.grad(losses.sum(), leaf)
+    return losses.detach(), g
+
+
+@torch.no_grad()
+def forward_backward(ops: list[tuple], params: Sequence[torch.Tensor], x: torch.Tensor, shared: bool,
+                     loss: str | Callable, lf: Callable, y: torch.Tensor, y_shared: bool,
+                     ws: Workspace) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Per-model losses [K] and their gradients (one tensor per entry of ``params``), backpropagated by hand.
+
+    The loss gradient comes from ``loss_and_grad``; everything before it follows the formulas in the
+    module docstring. Parameters are plain tensors (no autograd); the forward pass runs once. The
+    returned tensors live in ``ws`` until its next use.
+    """
+    saved: list[tuple] = []
+    h, own = x, False  # own: h is a buffer of this pass, so activations may overwrite it
+    for j, op in enumerate(ops):
+        if op[0] == "flatten":
+            h = h.flatten(1) if shared else h.flatten(2)
+        elif op[0] == "linear":
+            saved.append((op, h, shared))
+            h = _linear(h, shared, params[op[1]], None if op[2] is None else params[op[2]], ws, j)
+            shared, own = False, True
+        else:
+            fwd, fwd_, _, reads = op[1:]
+            if reads == "in":
+                saved.append((op, h))
+                h = fwd(h)
+            else:
+                h = fwd_(h) if own and fwd_ is not None else fwd(h)
+                saved.append((op, h))
+            own = True
+    losses, g = loss_and_grad(loss, lf, h, y, y_shared)
+    own = g.is_contiguous()  # autograd's gradient may be a broadcast view
+    grads: list[torch.Tensor | None] = [None] * len(params)
+    first = first_linear(ops)
+    for entry in reversed(saved):
+        op = entry[0]
+        if op[0] == "act":
+            g, own = op[3](g, entry[1], g if own else None), True
+            continue
+        _, wi, bi = op
+        h, sh = entry[1], entry[2]
+        w = params[wi]
+        # dW = g^T h; a shared input is broadcast with stride 0 (per model a full-rate GEMM, measured
+        # faster than one wide product after a transposing copy of g).
+        grads[wi] = torch.bmm(g.transpose(1, 2), h.expand(w.shape[0], *h.shape) if sh else h,
+                              out=ws.get(("dW", wi), w.shape, w))
+        if bi is not None:
+            grads[bi] = torch.sum(g, 1, out=ws.get(("db", bi), params[bi].shape, w))
+        if wi == first:
+            break
+        g, own = torch.bmm(g, w, out=ws.get(("dh", wi), (*g.shape[:2], w.shape[2]), w)), True
+    return losses, grads
