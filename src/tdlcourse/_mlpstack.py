@@ -223,7 +223,7 @@ def forward_backward(ops: list[tuple], params: Sequence[torch.Tensor], x: torch.
     returned tensors live in ``ws`` until its next use.
     """
     saved: list[tuple] = []
-    h, own = x, False  # own: h is a buffer of this pass, so activations may overwrite it
+    h, own = x, False  # own: h is a buffer of this pass that nothing saved, so an activation may overwrite it
     for j, op in enumerate(ops):
         if op[0] == "flatten":
             h = h.flatten(1) if shared else h.flatten(2)
@@ -235,11 +235,10 @@ def forward_backward(ops: list[tuple], params: Sequence[torch.Tensor], x: torch.
             fwd, fwd_, _, reads = op[1:]
             if reads == "in":
                 saved.append((op, h))
-                h = fwd(h)
-            else:
-                h = fwd_(h) if own and fwd_ is not None else fwd(h)
+                h, own = fwd(h), True
+            else:  # the output is saved for the backward pass: nothing may overwrite it later
+                h, own = fwd_(h) if own and fwd_ is not None else fwd(h), False
                 saved.append((op, h))
-            own = True
     losses, g = loss_and_grad(loss, lf, h, y, y_shared)
     own = g.is_contiguous()  # autograd's gradient may be a broadcast view
     grads: list[torch.Tensor | None] = [None] * len(params)
