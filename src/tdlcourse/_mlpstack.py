@@ -109,39 +109,32 @@ class Workspace:
 
 
 def _linear(h: torch.Tensor, shared: bool, w: torch.Tensor, b: torch.Tensor | None,
-            ws: Workspace | None = None, role: object = None) -> torch.Tensor:
+            ws: Workspace | None = None, role: object = None, classes_first: bool = False) -> torch.Tensor:
     """z = h W^T + b [K, B, out] for K stacked layers; h is [B, in] (shared by all models) or [K, B, in].
 
-    With a workspace the result lands in a reused buffer; without one (autograd) nothing is in place.
+    ``classes_first`` returns z^T = W h^T + b, [K, out, B] (the layout the batched cross-entropy
+    reduces fastest). With a workspace the result lands in a reused buffer; without one (autograd)
+    nothing is done in place.
     """
     k, o, i = w.shape
     n = h.shape[-2]
-
-    def buf(tag: str, shape: tuple[int, ...]) -> torch.Tensor | None:
-        return None if ws is None else ws.get((role, tag), shape, w)
-
-    if shared and i >= WIDE_MIN_FAN_IN:
-        # One wide product x W_cat^T for all K first layers: a single large GEMM, then a model-major
-        # copy (elementwise ops and their backward on strided views are much slower).
-        wide = w.reshape(k * o, i).t()
-        if ws is None:
-            z = F.linear(h, w.reshape(k * o, i), None if b is None else b.reshape(k * o))
-            return z.view(n, k, o).transpose(0, 1).contiguous()
-        z = torch.mm(h, wide, out=buf("wide", (n, k * o))).view(n, k, o).transpose(0, 1)
-        if b is None:
-            return buf("z", (k, n, o)).copy_(z)
-        return torch.add(z, b.unsqueeze(1), out=buf("z", (k, n, o)))  # the bias rides on the layout copy
-    if shared:  # narrow input: broadcast it (stride 0) and use the batched product
+    if ws is None and shared and i >= WIDE_MIN_FAN_IN and not classes_first:
+        # One wide product x W_cat^T for all K first layers, then a model-major copy (elementwise ops
+        # and their backward on strided views are much slower). The hand-written pass broadcasts
+        # instead (same GEMM rate, measured, and no copies of W or z).
+        z = F.linear(h, w.reshape(k * o, i), None if b is None else b.reshape(k * o))
+        return z.view(n, k, o).transpose(0, 1).contiguous()
+    if shared:  # broadcast the input (stride 0) and use the batched product
         h = h.expand(k, *h.shape)
-    if o == 1:  # MKL's [B, i] @ [i, 1] is a slow gemv: compute the transposed product
-        z = torch.bmm(w, h.transpose(1, 2), out=buf("z", (k, 1, n))).view(k, n, 1)
-    elif ws is None and b is not None:
-        return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
-    else:
-        z = torch.bmm(h, w.transpose(1, 2), out=buf("z", (k, n, o)))
-    if b is None:
-        return z
-    return z.add_(b.unsqueeze(1)) if ws is not None or o == 1 else z + b.unsqueeze(1)
+    if classes_first or o == 1:  # for out = 1 also the fast form: MKL's [B, i] @ [i, 1] is a slow gemv
+        z = torch.bmm(w, h.transpose(1, 2), out=None if ws is None else ws.get(role, (k, o, n), w))
+        if b is not None:
+            z = z + b.unsqueeze(2) if ws is None else z.add_(b.unsqueeze(2))
+        return z if classes_first else z.view(k, n, 1)
+    if ws is None:
+        return torch.bmm(h, w.transpose(1, 2)) if b is None else torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+    z = torch.bmm(h, w.transpose(1, 2), out=ws.get(role, (k, n, o), w))
+    return z if b is None else z.add_(b.unsqueeze(1))
 
 
 def forward(ops: list[tuple], params: Sequence[torch.Tensor], x: torch.Tensor, shared: bool) -> torch.Tensor:
@@ -182,6 +175,28 @@ def batched_loss(loss: str | Callable, lf: Callable, out: torch.Tensor, y: torch
     return torch.vmap(lf, in_dims=(0, None if y_shared else 0))(out, y)
 
 
+def _uses_classes_first(loss: str | Callable, y: torch.Tensor) -> bool:
+    return loss == "cross_entropy" and not torch.is_floating_point(y)
+
+
+def cross_entropy_classes_first(out_t: torch.Tensor, y: torch.Tensor,
+                                y_shared: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropies [K] and their gradients [K, C, B] from logits in the layout [K, C, B].
+
+    L_k = (1/B) sum_b [logsumexp_c o_cb - o_{y_b b}],  dL_k/do_cb = (softmax(o_b)_c - [c = y_b]) / B.
+    ``out_t`` is overwritten (it becomes the gradient).
+    """
+    k, _, n = out_t.shape
+    yk = (y.expand(k, n) if y_shared else y).unsqueeze(1)
+    z = out_t.sub_(out_t.amax(1, keepdim=True))
+    z_y = z.gather(1, yk)  # z_y, read before z is reused
+    e = z.exp_()
+    s = e.sum(1, keepdim=True)
+    losses = (s.log() - z_y).squeeze(1).mean(1)
+    g = e.div_(s).scatter_add_(1, yk, torch.full(yk.shape, -1.0, dtype=e.dtype, device=e.device))
+    return losses, g.mul_(1.0 / n)
+
+
 def loss_and_grad(loss: str | Callable, lf: Callable, out: torch.Tensor, y: torch.Tensor,
                   y_shared: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Losses [K] (as ``batched_loss``) and their gradients dL_k/d out [K, B, ...].
@@ -205,7 +220,7 @@ def loss_and_grad(loss: str | Callable, lf: Callable, out: torch.Tensor, y: torc
         losses = (s.log() - z.gather(0, yk).squeeze(0)).view(k, -1).mean(1)
         p = e.div_(s).scatter_add_(0, yk, torch.full_like(yk, -1, dtype=e.dtype)).mul_(1.0 / out.shape[1])
         return losses, p.t().contiguous().view(out.shape)
-    leaf = out.detach().requires_grad_(True)
+    leaf = out.detach().requires_grad_(True)  # any other loss: autograd on the (small) outputs
     with torch.enable_grad():
         losses = batched_loss(loss, lf, leaf, y, y_shared)
         (g,) = torch.autograd.grad(losses.sum(), leaf)
@@ -218,18 +233,21 @@ def forward_backward(ops: list[tuple], params: Sequence[torch.Tensor], x: torch.
                      ws: Workspace) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Per-model losses [K] and their gradients (one tensor per entry of ``params``), backpropagated by hand.
 
-    The loss gradient comes from ``loss_and_grad``; everything before it follows the formulas in the
-    module docstring. Parameters are plain tensors (no autograd); the forward pass runs once. The
-    returned tensors live in ``ws`` until its next use.
+    The loss gradient comes from ``loss_and_grad`` (or, for cross-entropy after a final linear layer,
+    from ``cross_entropy_classes_first`` on logits computed directly in the layout [K, C, B]);
+    everything before it follows the formulas in the module docstring. Parameters are plain tensors
+    (no autograd); the forward pass runs once. The returned tensors live in ``ws`` until its next use.
     """
     saved: list[tuple] = []
+    classes_first = ops[-1][0] == "linear" and _uses_classes_first(loss, y)
     h, own = x, False  # own: h is a buffer of this pass that nothing saved, so an activation may overwrite it
     for j, op in enumerate(ops):
         if op[0] == "flatten":
             h = h.flatten(1) if shared else h.flatten(2)
         elif op[0] == "linear":
             saved.append((op, h, shared))
-            h = _linear(h, shared, params[op[1]], None if op[2] is None else params[op[2]], ws, j)
+            last = classes_first and j == len(ops) - 1
+            h = _linear(h, shared, params[op[1]], None if op[2] is None else params[op[2]], ws, j, last)
             shared, own = False, True
         else:
             fwd, fwd_, _, reads = op[1:]
@@ -239,8 +257,12 @@ def forward_backward(ops: list[tuple], params: Sequence[torch.Tensor], x: torch.
             else:  # the output is saved for the backward pass: nothing may overwrite it later
                 h, own = fwd_(h) if own and fwd_ is not None else fwd(h), False
                 saved.append((op, h))
-    losses, g = loss_and_grad(loss, lf, h, y, y_shared)
-    own = g.is_contiguous()  # autograd's gradient may be a broadcast view
+    if classes_first:
+        losses, g_t = cross_entropy_classes_first(h, y, y_shared)  # g_t = (dL/dz)^T per model
+    else:
+        losses, g = loss_and_grad(loss, lf, h, y, y_shared)
+        g_t = None
+        own = g.is_contiguous()  # autograd's gradient may be a broadcast view
     grads: list[torch.Tensor | None] = [None] * len(params)
     first = first_linear(ops)
     for entry in reversed(saved):
@@ -251,13 +273,15 @@ def forward_backward(ops: list[tuple], params: Sequence[torch.Tensor], x: torch.
         _, wi, bi = op
         h, sh = entry[1], entry[2]
         w = params[wi]
-        # dW = g^T h; a shared input is broadcast with stride 0 (per model a full-rate GEMM, measured
-        # faster than one wide product after a transposing copy of g).
-        grads[wi] = torch.bmm(g.transpose(1, 2), h.expand(w.shape[0], *h.shape) if sh else h,
-                              out=ws.get(("dW", wi), w.shape, w))
+        if g_t is None:
+            g_t = g.transpose(1, 2)
+        # dW = g^T h and db = sum_B g; a shared input is broadcast with stride 0 (per model a
+        # full-rate GEMM, measured as fast as one wide product and without its copies).
+        grads[wi] = torch.bmm(g_t, h.expand(w.shape[0], *h.shape) if sh else h, out=ws.get(("dW", wi), w.shape, w))
         if bi is not None:
-            grads[bi] = torch.sum(g, 1, out=ws.get(("db", bi), params[bi].shape, w))
+            grads[bi] = torch.sum(g_t, 2, out=ws.get(("db", bi), params[bi].shape, w))
         if wi == first:
             break
-        g, own = torch.bmm(g, w, out=ws.get(("dh", wi), (*g.shape[:2], w.shape[2]), w)), True
+        g, own = torch.bmm(g_t.transpose(1, 2), w, out=ws.get(("dh", wi), (w.shape[0], h.shape[-2], w.shape[2]), w)), True
+        g_t = None
     return losses, grads
