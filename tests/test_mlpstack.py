@@ -98,3 +98,19 @@ def test_plan_refuses_what_it_cannot_backpropagate():
     assert _mlpstack.plan(nn.Sequential(nn.Linear(2, 3), nn.LayerNorm(3)),
                           ["0.weight", "0.bias", "1.weight", "1.bias"], 2) is None
     assert _mlpstack.plan(nn.Sequential(nn.ReLU()), [], 2) is None  # no linear layer
+
+
+def test_forward_with_workspace_equals_autograd_forward():
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(40, 6), nn.ReLU(), nn.Tanh(), nn.Linear(6, 6), nn.GELU(), nn.Linear(6, 1)).double()
+    names = [n for n, _ in model.named_parameters()]
+    ops = _mlpstack.plan(model, names, 2)
+    params = stacked(model)
+    ws = _mlpstack.Workspace()
+    for x, shared in ((torch.randn(B, 40, dtype=torch.float64), True), (torch.randn(K, B, 40, dtype=torch.float64), False)):
+        ref = _mlpstack.forward(ops, params, x, shared)
+        for _ in range(2):
+            torch.testing.assert_close(_mlpstack.forward(ops, params, x, shared, ws), ref, rtol=1e-13, atol=1e-13)
+        for j in range(K):  # and against the model itself, one member at a time
+            member = torch.func.functional_call(model, dict(zip(names, (p[j] for p in params))), (x if shared else x[j],))
+            torch.testing.assert_close(ref[j], member, rtol=1e-12, atol=1e-12)

@@ -137,17 +137,22 @@ def _linear(h: torch.Tensor, shared: bool, w: torch.Tensor, b: torch.Tensor | No
     return z if b is None else z.add_(b.unsqueeze(1))
 
 
-def forward(ops: list[tuple], params: Sequence[torch.Tensor], x: torch.Tensor, shared: bool) -> torch.Tensor:
-    """Outputs [K, B, d_out] of K stacked MLPs on inputs x ([B, ...] shared or [K, B, ...]); autograd-safe."""
-    h = x
-    for op in ops:
+def forward(ops: list[tuple], params: Sequence[torch.Tensor], x: torch.Tensor, shared: bool,
+            ws: Workspace | None = None) -> torch.Tensor:
+    """Outputs [K, B, d_out] of K stacked MLPs on inputs x ([B, ...] shared or [K, B, ...]).
+
+    Without a workspace it is autograd-safe; with one (evaluation) it writes into reused buffers
+    and applies activations in place, and the output lives until the workspace's next use.
+    """
+    h, own = x, False
+    for j, op in enumerate(ops):
         if op[0] == "flatten":
             h = h.flatten(1) if shared else h.flatten(2)
         elif op[0] == "linear":
-            h = _linear(h, shared, params[op[1]], None if op[2] is None else params[op[2]])
-            shared = False
+            h = _linear(h, shared, params[op[1]], None if op[2] is None else params[op[2]], ws, j)
+            shared, own = False, ws is not None
         else:
-            h = op[1](h)
+            h = op[2](h) if own and op[2] is not None else op[1](h)
     return h
 
 
@@ -277,7 +282,12 @@ def forward_backward(ops: list[tuple], params: Sequence[torch.Tensor], x: torch.
             g_t = g.transpose(1, 2)
         # dW = g^T h and db = sum_B g; a shared input is broadcast with stride 0 (per model a
         # full-rate GEMM, measured as fast as one wide product and without its copies).
-        grads[wi] = torch.bmm(g_t, h.expand(w.shape[0], *h.shape) if sh else h, out=ws.get(("dW", wi), w.shape, w))
+        k, o, i = w.shape
+        hk = h.expand(k, *h.shape) if sh else h
+        if i < o:  # narrow fan-in: MKL computes (h^T g)^T about 4x faster than g^T h (fan-in 2, measured)
+            grads[wi] = torch.bmm(hk.transpose(1, 2), g_t.transpose(1, 2), out=ws.get(("dWt", wi), (k, i, o), w)).transpose(1, 2)
+        else:
+            grads[wi] = torch.bmm(g_t, hk, out=ws.get(("dW", wi), w.shape, w))
         if bi is not None:
             grads[bi] = torch.sum(g_t, 2, out=ws.get(("db", bi), params[bi].shape, w))
         if wi == first:

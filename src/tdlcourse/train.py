@@ -611,9 +611,10 @@ def fit_ensemble(models: Sequence[nn.Module], data: Data | tuple | Sequence[Data
     data (``data`` a list of K ``Data`` of equal shapes: e.g. random labels per model).
     Engines: ``"func"`` maps ``torch.func.grad_and_value`` of the functional model over the stacked
     parameters with ``torch.func.vmap`` (any architecture); ``"bmm"`` handles plain MLPs (Sequential
-    of Linear, elementwise activations, optional leading Flatten) with batched matrix products
-    (a shared input goes through all K first layers as one wide product) and autograd; ``"auto"``
-    picks ``"bmm"`` when it applies. Divergence and ``stop_when`` act per model: the model is frozen
+    of Linear, elementwise activations, optional leading Flatten) with batched matrix products and
+    backpropagation written out (``tdlcourse._mlpstack``: ATen's own activation-backward kernels,
+    closed-form loss gradients, buffers reused across steps; under ``precision="bf16"`` or
+    ``compile`` it uses autograd instead); ``"auto"`` picks ``"bmm"`` when it applies. Divergence and ``stop_when`` act per model: the model is frozen
     and its history ends there; ``on_divergence="raise"`` raises at the first divergence.
     ``callbacks`` are called as ``cb(step, params, histories)`` after each evaluation with the
     stacked parameters (read-only); one returning ``True`` stops all models.
@@ -621,7 +622,8 @@ def fit_ensemble(models: Sequence[nn.Module], data: Data | tuple | Sequence[Data
     different random masks than sequential ``fit``. The trained parameters are written back into
     ``models`` (in place, like ``fit``), which are returned with their histories.
     On CPUs the models go through each step in chunks of ``model_chunk`` (automatic: as many as keep
-    one activation array near 1 MB, so it stays in cache); GPUs take all K at once. Losses reach the
+    one activation array near 512 kB, so the working set stays in a 2 MB cache), each chunk updated
+    by the optimizer right after its gradient; GPUs take all K at once. Losses reach the
     host every step on CPUs and at evaluations on GPUs (divergence is still caught at its exact step,
     on the device). Each history's ``seconds`` is its share of the ensemble's wall time.
     """
@@ -731,8 +733,10 @@ def fit_ensemble(models: Sequence[nn.Module], data: Data | tuple | Sequence[Data
             # Backpropagation written out (about 2x faster on CPUs); autocast and compile keep autograd.
             grads_and_losses = manual_grads_and_losses  # noqa: F811
 
+        eval_ws = _mlpstack.Workspace() if grads_and_losses is manual_grads_and_losses else None
+
         def outputs(f, r, x, x_shared):
-            return _mlpstack.forward(plan, unflatten(f), x, x_shared)
+            return _mlpstack.forward(plan, unflatten(f), x, x_shared, eval_ws)
     else:
         gv = torch.func.grad_and_value(func_loss)
         mapped: dict[tuple[bool, bool], Callable] = {}
@@ -784,10 +788,6 @@ def fit_ensemble(models: Sequence[nn.Module], data: Data | tuple | Sequence[Data
             end_step[sl] = torch.where(active[sl] & ~finite, step, end_step[sl])
             active[sl] &= finite
             opt.step(sl, g, lr_now[sl], active[sl], step, False)
-
-    def outputs_all(x, x_shared):
-        return torch.cat([outputs(flat[sl], {a: b[sl] for a, b in rest.items()}, pick(x, x_shared, sl), x_shared)
-                          for sl in chunks])
 
     opt = _Optimizer(optimizer, momentum, nesterov, weight_decay, betas, eps, flat)
     lr_vec = torch.tensor(lrs, dtype=flat.dtype, device=dev)
@@ -856,11 +856,15 @@ def fit_ensemble(models: Sequence[nn.Module], data: Data | tuple | Sequence[Data
                 for i in range(0, m, eval_chunk):
                     xb = split.x[i:i + eval_chunk] if split.x_shared else split.x[:, i:i + eval_chunk]
                     yb = split.y[i:i + eval_chunk] if split.y_shared else split.y[:, i:i + eval_chunk]
-                    with _device.autocast(resolved_precision, dev):
-                        out = outputs_all(xb, split.x_shared)
-                        tot += _mlpstack.batched_loss(loss, lf, out, yb, split.y_shared).double() * xb.shape[0 if split.x_shared else 1]
-                    if not torch.is_floating_point(yb):
-                        hit += (out.argmax(-1) == yb).sum(-1).double()
+                    nb = xb.shape[0 if split.x_shared else 1]
+                    for sl in chunks:  # chunk by chunk: the outputs may live in a reused buffer
+                        ysl = pick(yb, split.y_shared, sl)
+                        with _device.autocast(resolved_precision, dev):
+                            out = outputs(flat[sl], {a: b[sl] for a, b in rest.items()},
+                                          pick(xb, split.x_shared, sl), split.x_shared)
+                            tot[sl] += _mlpstack.batched_loss(loss, lf, out, ysl, split.y_shared).double() * nb
+                        if not torch.is_floating_point(yb):
+                            hit[sl] += (out.argmax(-1) == ysl).sum(-1).double()
                 tot_l = (tot / m).tolist()
                 for j in range(k):
                     res[j][f"{name}_loss"] = tot_l[j]
