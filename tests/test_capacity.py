@@ -280,3 +280,13 @@ def test_measures_warn_on_nonpositive_margin_and_no_bound_with_biases():
         capacity.measures(model2, (X2, y2), margin_quantile=1.0)
     with pytest.raises(ValueError, match="delta"):
         capacity.measures(model2, (X2, y2), delta=0.0)
+
+
+def test_the_bounds_do_not_import_torch():
+    # Autograding kernels check vc_gap / rademacher_linear: importing torch would cost each ~1.2 s.
+    import subprocess
+    import sys
+    code = ("import sys, tdlcourse.capacity as c; c.vc_gap(100, 1797, 0.05); c.rademacher_linear([[1.0, 2.0]]); "
+            "c.pac_bayes_kl_bound(0.1, 5.0, 1000, 0.05); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

