@@ -614,18 +614,19 @@ def fit_ensemble(models: Sequence[nn.Module], data: Data | tuple | Sequence[Data
     of Linear, elementwise activations, optional leading Flatten) with batched matrix products and
     backpropagation written out (``tdlcourse._mlpstack``: ATen's own activation-backward kernels,
     closed-form loss gradients, buffers reused across steps; under ``precision="bf16"`` or
-    ``compile`` it uses autograd instead); ``"auto"`` picks ``"bmm"`` when it applies. Divergence and ``stop_when`` act per model: the model is frozen
-    and its history ends there; ``on_divergence="raise"`` raises at the first divergence.
-    ``callbacks`` are called as ``cb(step, params, histories)`` after each evaluation with the
-    stacked parameters (read-only); one returning ``True`` stops all models.
-    BatchNorm with running statistics is refused (ValueError); dropout is allowed but draws
-    different random masks than sequential ``fit``. The trained parameters are written back into
-    ``models`` (in place, like ``fit``), which are returned with their histories.
-    On CPUs the models go through each step in chunks of ``model_chunk`` (automatic: as many as keep
-    one activation array near 512 kB, so the working set stays in a 2 MB cache), each chunk updated
-    by the optimizer right after its gradient; GPUs take all K at once. Losses reach the
-    host every step on CPUs and at evaluations on GPUs (divergence is still caught at its exact step,
-    on the device). Each history's ``seconds`` is its share of the ensemble's wall time.
+    ``compile`` it uses autograd instead); ``"auto"`` picks ``"bmm"`` when it applies. Divergence
+    and ``stop_when`` act per model: the model is frozen and its history ends there;
+    ``on_divergence="raise"`` raises at the first divergence. ``callbacks`` are called as ``cb(step,
+    params, histories)`` after each evaluation with the stacked parameters (read-only); one
+    returning ``True`` stops all models. BatchNorm with running statistics is refused (ValueError);
+    dropout is allowed but draws different random masks than sequential ``fit``. The trained
+    parameters are written back into ``models`` (in place, like ``fit``), which are returned with
+    their histories. On CPUs the models go through each step in chunks of ``model_chunk``
+    (automatic: as many as keep one activation array near 512 kB, so the working set stays in a 2 MB
+    cache), each chunk updated by the optimizer right after its gradient; GPUs take all K at once.
+    Losses reach the host every step on CPUs and at evaluations on GPUs (divergence is still caught
+    at its exact step, on the device). Each history's ``seconds`` is its share of the ensemble's
+    wall time.
     """
     t0 = time.perf_counter()
     models = list(models)
