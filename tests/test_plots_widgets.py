@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import plotly.graph_objects as go
 import pytest
 import torch
@@ -106,3 +107,18 @@ def test_a_wide_net_fits_random_labels():
                           optimizer="adam", eval_every=25)
     assert r.train_acc == 1.0 and r.steps_to_fit is not None
     assert r.test_acc < 0.3  # and it has learned nothing about the digits
+
+
+def test_label_noise_sweep_equals_separate_runs():
+    # The sweep trains all fractions as one ensemble; each must match its own run up to float rounding.
+    d = tiny_data()
+    kw = dict(widths=(32,), steps=40, lr=0.05, momentum=0.9, batch_size=25, eval_every=10, seed=3)
+    sweep = randomization.label_noise_sweep(d, [0.0, 0.5, 1.0], **kw)
+    for r in sweep:
+        alone = randomization.run(d, "random labels", r.fraction, **kw)
+        assert r.fraction == alone.fraction and r.n_params == alone.n_params
+        assert r.steps_to_fit == alone.steps_to_fit and r.history.eval_step == alone.history.eval_step
+        np.testing.assert_allclose(r.history.loss, alone.history.loss, rtol=1e-5)
+        np.testing.assert_allclose(r.history.eval["test_acc"], alone.history.eval["test_acc"], atol=1e-9)
+    with pytest.raises(ValueError, match="fractions"):
+        randomization.label_noise_sweep(d, [], **kw)

@@ -70,6 +70,22 @@ def run(d: _data.Data, kind: str = "true labels", fraction: float = 1.0, *, widt
     return Run(kind, frac, hist, models.num_params(model), hist.first_step_reaching("train_acc", 1.0))
 
 
-def label_noise_sweep(d: _data.Data, fractions: Sequence[float], **run_kwargs) -> list[Run]:
-    """``run`` with a fraction of random labels for each value in ``fractions`` (0 = true labels)."""
-    return [run(d, "random labels", float(f), **run_kwargs) for f in fractions]
+def label_noise_sweep(d: _data.Data, fractions: Sequence[float], *, widths: Sequence[int] = (512, 512),
+                      activation: str = "relu", seed: int = 0, progress: bool = False, **fit_kwargs) -> list[Run]:
+    """``run(d, "random labels", f, ...)`` for each f in ``fractions`` (0 = true labels), trained at once.
+
+    The runs differ only in their labels, so they train as one ``train.fit_ensemble`` (same
+    initialization, same minibatch order, own labels each): the same computation as separate runs up
+    to float rounding, which over hundreds of steps can move ``steps_to_fit`` by an evaluation
+    interval. Measured on the lab's cpu scale (six 64-512-512-10 nets, 800 steps, 2 cores): 1.3-1.5x
+    faster than six runs.
+    """
+    fractions = [float(f) for f in fractions]
+    if not fractions:
+        raise ValueError("fractions is empty; give at least one fraction in [0, 1]")
+    variants = [variant(d, "random labels", f, seed=seed) for f in fractions]
+    nets = [models.mlp(d.d_in, list(widths), d.num_classes or 1, activation=activation, seed=seed) for _ in fractions]
+    res = train.fit_ensemble(nets, variants, seed=seed, progress=progress, desc="label-noise sweep", **fit_kwargs)
+    n_params = models.num_params(nets[0])
+    return [Run("random labels", f, h, n_params, h.first_step_reaching("train_acc", 1.0))
+            for f, h in zip(fractions, res.histories)]
