@@ -7,8 +7,11 @@ time, the answer, its error against a float64 reference, and time ratios against
 
     pip install --no-deps -r benchmarks/requirements-bench.txt
     python benchmarks/curvature.py [--repeats 3] [--device cpu|cuda] [--quick]
+        [--sections hvp,top1,top5,trace-search,trace,density] [--eig-matvecs M]
 
-Runs on CUDA when available (``--device`` overrides). Benchmarks are not tests.
+``trace-search`` finds how many products hessian-eigenthings' Hutch++ needs for a <= 1% standard
+error (minutes; ``--eig-matvecs`` skips it with a known count, ``--quick`` skips it and the slow
+baselines). Runs on CUDA when available (``--device`` overrides). Benchmarks are not tests.
 """
 
 from __future__ import annotations
@@ -154,6 +157,53 @@ def eigenthings_op(model, batch):
     return he.HessianOperator(model, [batch], he.supervised_loss(CE))
 
 
+def eigenthings_trace(model, batch, num_matvecs: int = 100):
+    """hessian-eigenthings' ``trace`` (Hutch++; it spends 3 * (num_matvecs // 3) products: a third on
+    the sketch, a third on the sketch's exact trace, a third on residual probes)."""
+    import hessian_eigenthings as he
+
+    return he.trace(eigenthings_op(model, batch), num_matvecs=num_matvecs, seed=0)
+
+
+def find_eig_matvecs(model, batch, true_trace: float, target: float = 0.01, start: int = 100) -> tuple[int, list]:
+    """The ``num_matvecs`` at which eigenthings' Hutch++ (seed 0) reports stderr <= target * |estimate|.
+
+    From ``start``: doubling while a run misses the target, or halving (down to 4 residual probes,
+    num_matvecs 12) while it reaches it; then bisection between the largest run that missed and
+    the smallest that reached it, down to an interval of 1/8 of the answer (multiples of 3, which
+    is what eigenthings uses), so the answer is at most 12.5% above the crossing. Its stderr is
+    itself random: this is the crossing of this seed's runs, not of a smooth function. Returns the
+    answer and the probing runs (M, seconds, estimate, stderr, actual relative error), each timed once.
+    """
+    runs = []
+
+    def reaches(M: int) -> bool:
+        t0 = time.perf_counter()
+        r = eigenthings_trace(model, batch, M)
+        t = time.perf_counter() - t0
+        runs.append((M, t, r.estimate, r.stderr, abs(r.estimate - true_trace) / true_trace))
+        print(f"  probing eigenthings trace(num_matvecs={M}): {t:.1f} s, {r.estimate:.3f} +- {r.stderr:.3f} "
+              f"(rel. stderr {r.stderr / abs(r.estimate):.2%}, actual error {runs[-1][4]:.2%})", flush=True)
+        return r.stderr <= target * abs(r.estimate)  # False for a NaN stderr (one residual probe)
+
+    lo = hi = None
+    if reaches(start):
+        hi = start
+        while lo is None and hi >= 24:
+            M = 3 * (hi // 6)
+            hi, lo = (M, None) if reaches(M) else (hi, M)
+    else:
+        lo = start
+        while hi is None:
+            lo, hi = (lo, 2 * lo) if reaches(2 * lo) else (2 * lo, None)
+    while lo is not None and hi - lo > max(3, hi // 8):
+        mid = 3 * ((lo + hi) // 6)
+        if not lo < mid < hi:
+            break
+        lo, hi = (lo, mid) if reaches(mid) else (mid, hi)
+    return hi, runs
+
+
 # -------------------------------------------------------------------------------------- harness
 
 def run(cases: dict, repeats: int) -> dict:
@@ -203,6 +253,9 @@ def fmt_err(e: float) -> str:
     return f"{e:.1e}" if math.isfinite(e) else "n/a"
 
 
+SECTIONS = ("hvp", "top1", "top5", "trace-search", "trace", "density")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -210,7 +263,16 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="skip the slow baselines (smoke run)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--train-steps", type=int, default=10, help="full-batch SGD steps before measuring")
+    ap.add_argument("--sections", default=",".join(SECTIONS),
+                    help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)")
+    ap.add_argument("--eig-matvecs", type=int, default=None,
+                    help="num_matvecs for eigenthings' trace at a <= 1%% standard error (default: found by the "
+                         "trace-search section, doubling and bisection from 100, which takes minutes; "
+                         "skipped with --quick)")
     args = ap.parse_args()
+    sections = set(args.sections.split(","))
+    if not sections <= set(SECTIONS):
+        ap.error(f"--sections: unknown {sorted(sections - set(SECTIONS))}; use a subset of {SECTIONS}")
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = args.device
@@ -225,22 +287,38 @@ def main() -> None:
               f"SGD steps (lr 0.05, momentum 0.9), loss {CE(model(X), y).item():.4f}\n")
 
     # float64 references: our Lanczos and ARPACK must agree; trace exactly from the GGN diagonal.
-    m64, b64 = copy.deepcopy(model).double(), (X.double(), y)
     t0 = time.perf_counter()
-    ref = C.hessian_eigs(m64, CE, b64, k=6, tol=1e-11)
-    arpack, _ = scipy_eigsh(m64, b64, 6, 1e-12)
-    lam = ref.eigenvalues[:5].tolist()
-    agree = max(abs(a - b) / abs(b) for a, b in zip(lam, arpack))
     true_trace = exact_relu_mlp_trace(model, X, y)
-    print(f"float64 reference ({time.perf_counter() - t0:.0f} s): top-5 = {[round(v, 6) for v in lam]} "
-          f"(Lanczos vs ARPACK agree to {agree:.1e}); trace = {true_trace:.6f} (exact, GGN diagonal)\n")
-    assert agree < 1e-8 and ref.converged
+    lam, eig_ref = [math.nan] * 5, "top-5 not needed"
+    if sections & {"top1", "top5"}:
+        m64, b64 = copy.deepcopy(model).double(), (X.double(), y)
+        ref = C.hessian_eigs(m64, CE, b64, k=6, tol=1e-11)
+        arpack, _ = scipy_eigsh(m64, b64, 6, 1e-12)
+        lam = ref.eigenvalues[:5].tolist()
+        agree = max(abs(a - b) / abs(b) for a, b in zip(lam, arpack))
+        assert agree < 1e-8 and ref.converged
+        eig_ref = f"top-5 = {[round(v, 6) for v in lam]} (Lanczos vs ARPACK agree to {agree:.1e})"
+    print(f"float64 reference ({time.perf_counter() - t0:.0f} s): {eig_ref}; "
+          f"trace = {true_trace:.6f} (exact, GGN diagonal)\n")
     lines = _Printed()
+    top1 = top5 = trace_rows = None
+    if "hvp" in sections:
+        hvp_section(model, batch, P, dev, args.repeats, lines)
+    if "top1" in sections:
+        top1 = top1_section(model, batch, lam, args, lines)
+    if "top5" in sections:
+        top5 = top5_section(model, batch, lam, args, lines)
+    M = args.eig_matvecs
+    if M is None and "trace-search" in sections and not args.quick:
+        M = trace_search_section(model, batch, true_trace, lines)
+    if "trace" in sections:
+        trace_rows = trace_section(model, batch, true_trace, M, args, lines)
+    if "density" in sections:
+        density_section(model, batch, lines)
+    targets(top1, top5, trace_rows, args, lines)
 
-    def rel(v, i=0):
-        return abs(v - lam[i]) / abs(lam[i])
 
-    # --- Hessian-vector products -----------------------------------------------------------------
+def hvp_section(model, batch, P, dev, repeats, lines) -> None:
     op_db = C.HessianOperator(model, CE, batch)
     op_fr = C.HessianOperator(model, CE, batch, method="forward_over_reverse")
     g = torch.Generator().manual_seed(0)
@@ -249,13 +327,14 @@ def main() -> None:
              "forward_over_reverse, 1 vector": lambda: op_fr(V[0]),
              "double_backward, 8 vectors": lambda: op_db(V),
              "forward_over_reverse (vmap), 8 vectors": lambda: op_fr(V)}
-    res = run(cases, max(args.repeats, 5))
+    res = run(cases, max(repeats, 5))
     lines += ["### Hessian-vector products (time per vector)", "", "| method | ms per vector |", "|---|---:|"]
     for name, (t, _) in res.items():
         lines.append(f"| {name} | {1000 * t / (8 if '8 vectors' in name else 1):.1f} |")
     lines.append("")
 
-    # --- top eigenvalue ------------------------------------------------------------------------
+
+def top1_section(model, batch, lam, args, lines) -> list:
     cases = {
         "tdlcourse hessian_eigs(k=1, tol=1e-4)": lambda: C.hessian_eigs(model, CE, batch, k=1, tol=1e-4),
         "PyHessian eigenvalues() default": lambda: pyhessian_obj(model, batch).eigenvalues(),
@@ -281,12 +360,13 @@ def main() -> None:
             v, extra = float(r[0][0]), f" ({r[1]} HVPs)"
         else:
             v, extra = float(r.eigenvalues[0]), ""
-        rows.append((name, t, f"{v:.6f}{extra}", rel(v)))
-    top1 = rows
+        rows.append((name, t, f"{v:.6f}{extra}", abs(v - lam[0]) / abs(lam[0])))
     lines += table(f"Top eigenvalue (true {lam[0]:.6f})", [(n, t, a, fmt_err(e)) for n, t, a, e in rows],
                    "tdlcourse hessian_eigs(k=1, tol=1e-4)")
+    return rows
 
-    # --- top-5 ---------------------------------------------------------------------------------
+
+def top5_section(model, batch, lam, args, lines) -> list:
     cases = {
         "tdlcourse hessian_eigs(k=5, tol=1e-4)": lambda: C.hessian_eigs(model, CE, batch, k=5, tol=1e-4),
         "PyHessian eigenvalues(top_n=5) default": lambda: pyhessian_obj(model, batch).eigenvalues(top_n=5),
@@ -313,42 +393,59 @@ def main() -> None:
         else:
             vals = r.eigenvalues.tolist()
         vals = sorted(vals, reverse=True)
-        err = max(rel(v, i) for i, v in enumerate(vals))
+        err = max(abs(v - lam[i]) / abs(lam[i]) for i, v in enumerate(vals))
         rows.append((name, t, "[" + ", ".join(f"{v:.4f}" for v in vals) + "]", err))
-    top5 = rows
     lines += table("Top-5 eigenvalues (true [" + ", ".join(f"{v:.4f}" for v in lam) + "]; error = worst of 5)",
                    [(n, t, a, fmt_err(e)) for n, t, a, e in rows], "tdlcourse hessian_eigs(k=5, tol=1e-4)")
+    return rows
 
-    # --- trace ---------------------------------------------------------------------------------
+
+EIG_1PCT = "eigenthings trace(num_matvecs={M}) [Hutch++, stderr <= 1%]"
+
+
+def trace_search_section(model, batch, true_trace, lines) -> int:
+    # eigenthings at equal accuracy: the num_matvecs at which its own stderr is <= 1% (measured,
+    # not extrapolated; minutes of full products, so --quick skips it and --eig-matvecs reuses one).
+    print("finding eigenthings' num_matvecs for a <= 1% standard error (doubling from 100, then bisection):",
+          flush=True)
+    M, probing = find_eig_matvecs(model, batch, true_trace)
+    lines += ["### eigenthings Hutch++: num_matvecs for a <= 1% standard error (probing runs, each timed once)", "",
+              "| num_matvecs | time (s) | estimate +- stderr | rel. stderr | rel. error |", "|---:|---:|---|---:|---:|"]
+    for m, t, est, se, err in probing:
+        lines.append(f"| {m} | {t:.1f} | {est:.3f} +- {se:.3f} | {se / abs(est):.2%} | {err:.1e} |")
+    lines += ["", f"Chosen: num_matvecs = {M} (at most 12.5% above this seed's crossing, or the smallest tried; "
+              f"rerun the trace section alone with --eig-matvecs {M}).", ""]
+    return M
+
+
+def trace_section(model, batch, true_trace, M, args, lines) -> list:
     cases = {
         "tdlcourse hessian_trace(tol=0.01) [Hutch++]": lambda: C.hessian_trace(model, CE, batch, tol=0.01),
         "tdlcourse hessian_trace(tol=0.005) [Hutch++] *": lambda: C.hessian_trace(model, CE, batch, tol=0.005),
         "PyHessian trace() default": lambda: pyhessian_obj(model, batch).trace(),
-        "eigenthings trace() default [Hutch++, 100 matvecs]": lambda: __import__("hessian_eigenthings").trace(
-            eigenthings_op(model, batch), seed=0),
-        "eigenthings trace(num_matvecs=300) [Hutch++] *": lambda: __import__("hessian_eigenthings").trace(
-            eigenthings_op(model, batch), num_matvecs=300, seed=0),
+        "eigenthings trace() default [Hutch++, 100 matvecs]": lambda: eigenthings_trace(model, batch),
     }
+    if M is not None:
+        cases[EIG_1PCT.format(M=M)] = lambda: eigenthings_trace(model, batch, M)
     if args.quick:
-        cases = {k: v for k, v in cases.items() if "default" in k or "tol=0.01" in k}
+        cases = {k: v for k, v in cases.items() if "*" not in k}
     res = run(cases, args.repeats)
     rows = []
-    eig_trace: dict = {}
     for name, (t, r) in res.items():
         if name.startswith("tdlcourse"):
-            v, a = r.value, f"{r.value:.3f} +- {r.stderr:.3f} ({r.n_hvp} HVPs + {r.n_sub_hvp} on {128} samples)"
+            v, a = r.value, f"{r.value:.3f} +- {r.stderr:.3f} ({r.n_hvp} HVPs + {r.n_sub_hvp} on 128 samples)"
         elif name.startswith("PyHessian"):
             v = float(np.mean(r))
             a = f"{v:.3f} ({len(r)} probes)"
         else:
-            v, a = r.estimate, f"{r.estimate:.3f} +- {r.stderr:.3f}"
-            eig_trace[name] = (t, r.stderr / abs(r.estimate))
-        rows.append((name, t, a, abs(v - true_trace) / true_trace))
-    trace_rows = rows
-    lines += table(f"Hessian trace (true {true_trace:.4f})", [(n, t, a, fmt_err(e)) for n, t, a, e in rows],
+            v, a = r.estimate, f"{r.estimate:.3f} +- {r.stderr:.3f} (rel. {r.stderr / abs(r.estimate):.2%})"
+        rows.append((name, t, a, abs(v - true_trace) / true_trace, r))
+    lines += table(f"Hessian trace (true {true_trace:.4f})", [(n, t, a, fmt_err(e)) for n, t, a, e, _ in rows],
                    "tdlcourse hessian_trace(tol=0.01) [Hutch++]")
+    return rows
 
-    # --- density ---------------------------------------------------------------------------------
+
+def density_section(model, batch, lines) -> None:
     t0 = time.perf_counter()
     d = C.hessian_density(model, CE, batch, steps=40, n_runs=4)
     t_d = time.perf_counter() - t0
@@ -361,42 +458,46 @@ def main() -> None:
               f"tdlcourse hessian_density(steps=40, n_runs=4): {t_d:.2f} s ({d.n_hvp} HVPs); "
               f"PyHessian density(): {ph}.", ""]
 
-    # --- targets ---------------------------------------------------------------------------------
+
+def targets(top1, top5, trace_rows, args, lines) -> None:
     def t_of(rows, prefix):
         return next(r[1] for r in rows if r[0].startswith(prefix))
 
-    ours1 = t_of(top1, "tdlcourse")
-    lines += ["### Targets", ""]
-    ph_def = t_of(top1, "PyHessian eigenvalues() default")
-    lines.append(f"- top eigenvalue vs PyHessian default: {ph_def / ours1:.2f}x (target >= 1.2x)")
     def package(r):  # the baselines the targets name; ARPACK on our own HVP is a reference row
         return r[0].startswith(("PyHessian", "eigenthings"))
 
-    good = [r for r in top1 if package(r) and r[3] <= 1e-4]
-    if good:
-        best = min(good, key=lambda r: r[1])
-        lines.append(f"- top eigenvalue vs fastest baseline at 1e-4 ({best[0]}): {best[1] / ours1:.2f}x (target >= 3x)")
-    if not args.quick:
-        lines.append(f"- top eigenvalue vs ARPACK on our HVP: {t_of(top1, 'scipy') / ours1:.2f}x")
-    ours_err = next(r[3] for r in top1 if r[0].startswith("tdlcourse"))
-    lines.append(f"- our top eigenvalue error: {ours_err:.1e} (asked 1e-4)")
-    ours5 = t_of(top5, "tdlcourse")
-    good = [r for r in top5 if package(r) and r[3] <= 1e-4]
-    if good:
-        best = min(good, key=lambda r: r[1])
-        lines.append(f"- top-5 vs fastest baseline with all 5 at 1e-4 ({best[0]}): {best[1] / ours5:.2f}x (target >= 2x)")
-    if not args.quick:
-        lines.append(f"- top-5 vs ARPACK on our HVP: {t_of(top5, 'scipy') / ours5:.2f}x")
-    if eig_trace:
-        ours_t = t_of(trace_rows, "tdlcourse hessian_trace(tol=0.01)")
-        d_name = "eigenthings trace() default [Hutch++, 100 matvecs]"
-        lines.append(f"- trace vs eigenthings Hutch++ default (100 matvecs, rel. stderr {eig_trace[d_name][1]:.1%}): "
-                     f"{eig_trace[d_name][0] / ours_t:.2f}x (target >= 3x)")
-        # The time eigenthings needs for a 1% standard error: its stderr falls as 1/sqrt(matvecs).
-        name, (t, rse) = max(eig_trace.items(), key=lambda kv: kv[1][0])
-        need = t * max(1.0, (rse / 0.01) ** 2)
-        lines.append(f"- trace at a 1% standard error: eigenthings Hutch++ needs ~{need:.1f} s (from its "
-                     f"{name.split(' [')[0]} run, stderr {rse:.1%}, time x (stderr/1%)^2): {need / ours_t:.1f}x ours")
+    if top1 or top5 or trace_rows:
+        lines += ["### Targets", ""]
+    if top1:
+        ours1 = t_of(top1, "tdlcourse")
+        ph_def = t_of(top1, "PyHessian eigenvalues() default")
+        lines.append(f"- top eigenvalue vs PyHessian default: {ph_def / ours1:.2f}x (target >= 1.2x)")
+        good = [r for r in top1 if package(r) and r[3] <= 1e-4]
+        if good:
+            best = min(good, key=lambda r: r[1])
+            lines.append(f"- top eigenvalue vs fastest baseline at 1e-4 ({best[0]}): {best[1] / ours1:.2f}x (target >= 3x)")
+        if not args.quick:
+            lines.append(f"- top eigenvalue vs ARPACK on our HVP: {t_of(top1, 'scipy') / ours1:.2f}x")
+        ours_err = next(r[3] for r in top1 if r[0].startswith("tdlcourse"))
+        lines.append(f"- our top eigenvalue error: {ours_err:.1e} (asked 1e-4)")
+    if top5:
+        ours5 = t_of(top5, "tdlcourse")
+        good = [r for r in top5 if package(r) and r[3] <= 1e-4]
+        if good:
+            best = min(good, key=lambda r: r[1])
+            lines.append(f"- top-5 vs fastest baseline with all 5 at 1e-4 ({best[0]}): {best[1] / ours5:.2f}x (target >= 2x)")
+        if not args.quick:
+            lines.append(f"- top-5 vs ARPACK on our HVP: {t_of(top5, 'scipy') / ours5:.2f}x")
+    if trace_rows:
+        ours = next(r for r in trace_rows if r[0].startswith("tdlcourse hessian_trace(tol=0.01)"))
+        lines.append(f"- our trace: rel. stderr {ours[4].stderr / abs(ours[4].value):.2%}, actual error "
+                     f"{ours[3]:.2%} = {ours[3] * abs(ours[4].value) / ours[4].stderr:.1f} of its standard errors")
+        for name, t, _, err, r in trace_rows:
+            if name.startswith("eigenthings"):
+                rse = r.stderr / abs(r.estimate)
+                verdict = "its stderr is <= 1% too" if rse <= 0.01 else "NOT equal accuracy: its stderr is above 1%"
+                lines.append(f"- trace vs {name.split(' [')[0]} (rel. stderr {rse:.2%}, actual error {err:.2%}; "
+                             f"{verdict}): {t / ours[1]:.2f}x (target >= 3x)")
 
 
 if __name__ == "__main__":

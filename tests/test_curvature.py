@@ -221,6 +221,19 @@ def test_subsampled_probes_are_unbiased_and_only_for_per_sample_means():
     assert C.hessian_trace(tiny_mlp(bn=True), CE, (X, y), tol=0.2, subsample=30, mode="eval").n_sub_hvp > 0
 
 
+def test_probe_helpers_match_dense(mlp_case):
+    # The probes are Rademacher (entries exactly +-1, balanced), and the subsampled probe's
+    # blockwise quadratic form equals z^T H z with the dense Hessian.
+    model, batch, H, _ = mlp_case
+    Z = C._rademacher(400, H.shape[0], torch.Generator().manual_seed(0), "cpu", torch.float64)
+    assert Z.shape == (400, H.shape[0]) and Z.dtype == torch.float64 and bool((Z.abs() == 1).all())
+    assert abs(Z.mean().item()) < 4 / math.sqrt(Z.numel())  # mean of n signs: sd 1/sqrt(n)
+    op = C.HessianOperator(model, CE, batch)
+    for z in Z[:3]:
+        assert C._quad(op, z) == pytest.approx((z @ H @ z).item(), rel=1e-10)
+    assert op.n_hvp == 3
+
+
 def test_trace_max_probes_warns(mlp_case):
     model, batch, _, _ = mlp_case
     with pytest.warns(RuntimeWarning, match="max_probes"):
