@@ -350,6 +350,27 @@ def test_ensemble_stop_when_is_per_model(digits):
     assert params_rel_err(ens, seq) < 1e-5
 
 
+@pytest.mark.parametrize("engine", ["bmm", "func"])
+def test_ensemble_accelerator_code_path_on_cpu(digits, monkeypatch, engine):
+    # The GPU path (one pass for all K, losses on the device until each evaluation, masked updates)
+    # cannot run here; the same logic on a CPU must give the sequential fits' results, divergence
+    # and early stops included.
+    monkeypatch.setattr(train, "_ACCELERATOR_STYLE_ON_CPU", True)
+    lrs = [0.05, 1e4, 0.3, 0.1]
+    ens = [models.mlp(64, [32], 10, seed=s) for s in range(4)]
+    seq = copy.deepcopy(ens)
+    kw = dict(steps=60, momentum=0.9, eval_every=7, stop_when={"train_acc": 0.9}, on_divergence="record",
+              batch_size=100, progress=False)
+    hs = [train.fit(m, digits, lr=lr, **kw) for m, lr in zip(seq, lrs)]
+    res = train.fit_ensemble(ens, digits, lr=lrs, engine=engine, **kw)
+    assert [h.diverged for h in res.histories] == [h.diverged for h in hs] == [False, True, False, False]
+    assert [h.stopped_at for h in res.histories] == [h.stopped_at for h in hs]
+    assert any(h.stopped_at for h in hs)
+    assert params_rel_err(ens, seq) < 1e-5 and hist_rel_err(res.histories, hs) < 1e-5
+    with pytest.raises(train.DivergenceError, match="model 1"):
+        train.fit_ensemble(copy.deepcopy(seq), digits, lr=lrs, engine=engine, **(kw | {"on_divergence": "raise"}))
+
+
 def test_ensemble_refuses_mixed_architectures_and_batchnorm(digits):
     with pytest.raises(ValueError, match=r"models\[1\] differs from models\[0\] at parameter '2.weight': shape \(8, 16\)"):
         train.fit_ensemble([models.mlp(64, [16, 16], 10), models.mlp(64, [16, 8], 10)], digits, progress=False)

@@ -589,6 +589,11 @@ def _ensemble_data(data: Data | tuple | Sequence[Data], k: int, dev: torch.devic
     return splits[0], splits[1], items
 
 
+# Tests set this to run fit_ensemble's accelerator code path on a CPU: all K models in one pass,
+# losses kept on the device between evaluations (ring buffer), masked optimizer updates.
+_ACCELERATOR_STYLE_ON_CPU = False
+
+
 def fit_ensemble(models: Sequence[nn.Module], data: Data | tuple | Sequence[Data], *, steps: int | None = None,
                  lr: float | Sequence[float] = 0.1, optimizer: str = "sgd", momentum: float = 0.0,
                  weight_decay: float = 0.0, batch_size: int | None = None, loss: str | Callable = "cross_entropy",
@@ -754,6 +759,7 @@ def fit_ensemble(models: Sequence[nn.Module], data: Data | tuple | Sequence[Data
             fn = lambda f_, r_, x_: torch.func.functional_call(template, (dict(zip(names, unflatten(f_))), r_), (x_,))  # noqa: E731
             return torch.vmap(fn, in_dims=(0, 0, None if x_shared else 0), randomness="different")(f, r, x)
 
+    host_style = dev.type == "cpu" and not _ACCELERATOR_STYLE_ON_CPU
     # Model chunks: on CPUs, groups of models whose activations stay in cache run faster than all K
     # at once (memory-bound elementwise work), unless that would narrow the shared first-layer GEMM
     # (compute-bound work); GPUs take the whole ensemble in one pass.
@@ -763,7 +769,7 @@ def fit_ensemble(models: Sequence[nn.Module], data: Data | tuple | Sequence[Data
         if plan is not None and train.x_shared and shapes[_mlpstack.first_linear(plan)][1] >= _mlpstack.WIDE_MIN_FAN_IN:
             columns = _mlpstack.WIDE_COLUMNS_PER_THREAD * torch.get_num_threads()
             model_chunk = max(model_chunk, -(-columns // shapes[_mlpstack.first_linear(plan)][0]))
-        model_chunk = k if dev.type != "cpu" else min(k, model_chunk)
+        model_chunk = min(k, model_chunk) if host_style else k
     elif isinstance(model_chunk, bool) or not isinstance(model_chunk, int) or model_chunk < 1:
         raise ValueError(f"model_chunk={model_chunk!r} must be a positive integer or None (automatic)")
     chunks = [slice(a, min(a + model_chunk, k)) for a in range(0, k, model_chunk)]
@@ -793,9 +799,9 @@ def fit_ensemble(models: Sequence[nn.Module], data: Data | tuple | Sequence[Data
     opt = _Optimizer(optimizer, momentum, nesterov, weight_decay, betas, eps, flat)
     lr_vec = torch.tensor(lrs, dtype=flat.dtype, device=dev)
     active = torch.ones(k, dtype=torch.bool, device=dev)
-    fast_path = [dev.type == "cpu"]  # no model frozen yet (host-side knowledge)
+    fast_path = [host_style]  # no model frozen yet (host-side knowledge)
     end_step = torch.full((k,), steps + 1, dtype=torch.long, device=dev)  # first step not taken
-    sync_every_step = dev.type == "cpu"  # syncing is free on CPU; on GPUs only at evaluations
+    sync_every_step = host_style  # syncing is free on CPU; on GPUs only at evaluations
     rows = 1 if sync_every_step else eval_every  # ring buffer of losses not yet copied to the host
     loss_buf = torch.empty(rows, k, dtype=flat.dtype, device=dev)
 
