@@ -773,7 +773,8 @@ def fit_ensemble(models: Sequence[nn.Module], data: Data | tuple | Sequence[Data
     elif isinstance(model_chunk, bool) or not isinstance(model_chunk, int) or model_chunk < 1:
         raise ValueError(f"model_chunk={model_chunk!r} must be a positive integer or None (automatic)")
     chunks = [slice(a, min(a + model_chunk, k)) for a in range(0, k, model_chunk)]
-    grad_buf = torch.empty(model_chunk, flat.shape[1], dtype=flat.dtype, device=dev)  # one chunk's gradients
+    # One chunk's gradients, reused (the func engine returns fresh ones and needs no buffer).
+    grad_buf = torch.empty(model_chunk, flat.shape[1], dtype=flat.dtype, device=dev) if used_engine == "bmm" else None
 
     def pick(t: torch.Tensor, shared: bool, sl: slice) -> torch.Tensor:
         return t if shared else t[sl]
@@ -783,7 +784,7 @@ def fit_ensemble(models: Sequence[nn.Module], data: Data | tuple | Sequence[Data
         for sl in chunks:
             g, losses = grads_and_losses(flat[sl], {a: b[sl] for a, b in rest.items()}, pick(x, x_shared, sl),
                                          pick(y, y_shared, sl), x_shared, y_shared,
-                                         out=grad_buf[:sl.stop - sl.start])
+                                         out=None if grad_buf is None else grad_buf[:sl.stop - sl.start])
             loss_buf[(step - 1) % rows, sl] = losses
             # On CPUs, while every model is alive and finite, the update needs no mask (checking is
             # free there); GPUs always take the masked update, which needs no host sync.
