@@ -20,19 +20,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__
+from .. import __version__
 
 EXIT_BAD_INPUT = 2
 
 
 def _course(args):
-    from .grading_course import load_course
+    from .course import load_course
 
     return load_course(args.course)
 
 
 def cmd_roster(args) -> int:
-    from .grading_course import import_roster
+    from .course import import_roster
 
     change = import_roster(_course(args), args.csv)
     for sid in change.added:
@@ -47,7 +47,7 @@ def cmd_roster(args) -> int:
 
 
 def cmd_release(args) -> int:
-    from .grading_course import release
+    from .release import release
 
     course = _course(args)
     if not args.no_check:
@@ -59,7 +59,7 @@ def cmd_release(args) -> int:
 
 
 def cmd_collect(args) -> int:
-    from .grading_course import collect
+    from .release import collect
 
     r = collect(_course(args), args.assignment)
     print(f"{len(r.collected)} submission(s) of {r.assignment}: {', '.join(r.collected) or '-'}")
@@ -73,9 +73,9 @@ def cmd_collect(args) -> int:
 
 
 def cmd_grade(args) -> int:
-    from .grading import format_run, grade
-    from .grading_course import load_course
-    from .grading_execute import Limits
+    from .autograde import format_run, grade
+    from .course import load_course
+    from .execute import Limits
 
     course = load_course(args.course)
     cell_timeout = args.cell_timeout
@@ -90,7 +90,7 @@ def cmd_grade(args) -> int:
 
 
 def cmd_feedback(args) -> int:
-    from .grading_course import feedback
+    from .release import feedback
 
     r = feedback(_course(args), args.assignment, with_solutions=args.with_solutions)
     print(f"feedback for {r.assignment} released to {len(r.students)} student(s)"
@@ -99,7 +99,7 @@ def cmd_feedback(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .grading_course import export_grades
+    from .reports import export_grades
 
     n = export_grades(_course(args), args.csv)
     print(f"wrote {n} rows to {args.csv}")
@@ -107,7 +107,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .grading_course import write_report
+    from .reports import write_report
 
     path = write_report(_course(args), args.assignment, args.out)
     print(f"wrote {path}")
@@ -115,7 +115,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .grading_course import run_notebook
+    from .release import run_notebook
 
     run_notebook(args.notebook, scale=args.scale, output=args.output)
     print(f"{args.notebook}: ran at scale={args.scale!r}" + (f", wrote {args.output}" if args.output else ""))
@@ -135,7 +135,7 @@ def _positive(kind):
 
 
 def parser() -> argparse.ArgumentParser:
-    from .grading import SANDBOX_CHOICES
+    from .autograde import SANDBOX_CHOICES
 
     p = argparse.ArgumentParser(prog="tdl", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tdl`` console script; returns the exit status."""
     import os
 
-    from .grading_course import CourseError
+    from .course import CourseError
 
     # nbgrader runs `alembic` by name: the environment's bin must be on PATH even when not activated.
     bindir = os.path.dirname(sys.executable)

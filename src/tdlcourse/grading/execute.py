@@ -2,7 +2,7 @@
 
 This is the worker side of ``tdl grade``: it never touches the gradebook. It receives a notebook
 that nbgrader already sanitized (locked and test cells restored from the gradebook), runs it in a
-fresh kernel started in a scratch directory (``grading_sandbox``), and returns the executed
+fresh kernel started in a scratch directory (``sandbox``), and returns the executed
 notebook plus what went wrong, cell by cell.
 
 Limits (all per notebook):
@@ -31,7 +31,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from . import grading_sandbox as sandbox
+from . import sandbox
 
 SKIP_FILES = {"timestamp.txt", "submission_secret.txt"}
 
@@ -277,7 +277,7 @@ async def _maybe(x):
 def execute(task: Task, plan=None, slot: int = 0, scratch_root: str | None = None) -> Result:
     """Execute ``task`` in a fresh kernel in a fresh scratch directory (removed afterwards).
 
-    ``plan`` is the ``grading_sandbox.SandboxPlan`` of the run (``None``: no sandbox), ``slot``
+    ``plan`` is the ``sandbox.SandboxPlan`` of the run (``None``: no sandbox), ``slot``
     the worker's index (its sandbox uid).
     """
     if task.cwd is not None:

@@ -10,7 +10,7 @@ Stock nbgrader grades one notebook after another in one process. ``grade`` split
    locked and test cells restored by checksum, deleted test cells re-added;
    ``CheckCellMetadata``), exactly as configured for ``Autograde``;
 2. **execute** (a pool of warm worker processes, ``--jobs``): each notebook runs in a fresh kernel
-   in a scratch directory, isolated and limited (``grading_execute``, ``grading_sandbox``); the
+   in a scratch directory, isolated and limited (``execute``, ``sandbox``); the
    workers never open the gradebook;
 3. **record** (main process, the only gradebook writer): nbgrader's post-execution preprocessors
    (``LimitOutput``, ``SaveAutoGrades``, ``AssignLatePenalties``...); the autograded folder is
@@ -31,19 +31,19 @@ import contextlib
 import hashlib
 import json
 import logging
-import multiprocessing as mp
 import os
 import sys
 import tempfile
 import time
 import warnings
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import grading_execute as gx
-from . import grading_sandbox as sandbox
-from .grading_course import Course, CourseError, check_assignment, check_students, course_lock, private_paths, \
+from . import execute as gx
+from . import sandbox
+from .files import atomic_write_text
+from .pool import WorkerPool
+from .course import Course, CourseError, check_assignment, check_students, course_lock, private_paths, \
     restrict_permissions
 
 SANDBOX_CHOICES = ("auto", "require", "off")
@@ -336,11 +336,7 @@ def _record(nbg: _Nbgrader, course: Course, result: gx.Result, notes: tuple[str,
     stage = _stage_path(course, assignment, student)
     nb = nbformat.reads(result.notebook, as_version=4)
     nb, resources, _ = nbg.run(nbg.post, nb, nbg.resources(student, assignment, name, str(dest)))
-    target = stage / f"{name}.ipynb"
-    tmp = stage / f".{name}.ipynb.tmp"
-    tmp.write_text(nbformat.writes(nb), encoding="utf-8")
-    os.replace(tmp, target)
-    target.chmod(nbg.permissions)
+    atomic_write_text(stage / f"{name}.ipynb", nbformat.writes(nb), mode=nbg.permissions)
     return NotebookOutcome(name, "graded", result.events, notes, result.kernel_start_s + result.run_s)
 
 
@@ -348,134 +344,6 @@ def _event_reason(name: str, e: gx.CellEvent, nb_cells: dict[int, str]) -> str:
     where = nb_cells.get(e.index, f"cell {e.index}")
     return f"{name}/{where}: {e.kind.replace('_', ' ')}: {e.detail}"
 
-
-# ---------------------------------------------------------------------------------------------
-# The pool of warm workers.
-
-
-def _worker_main(conn, slot: int, scratch_root: str) -> None:  # pragma: no cover - child process
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
-    gx.warm_up()
-    while True:
-        try:
-            item = conn.recv()
-        except EOFError:
-            return
-        if item is None:
-            return
-        task, plan = item
-        try:
-            result = gx.execute(task, plan, slot, scratch_root)
-        except Exception as e:  # noqa: BLE001 - reported to the main process, never lost
-            result = gx.Result(task.key, task.notebook, error=f"grader error: {type(e).__name__}: {e}")
-        conn.send(result)
-
-
-@dataclass
-class _Worker:
-    slot: int
-    process: object
-    conn: object
-    task: object = None
-    started: float = 0.0
-
-
-class WorkerPool:
-    """``jobs`` warm worker processes (spawned once, imports done), each running one notebook at a
-    time in a fresh kernel. A worker that dies or overruns its watchdog is replaced and its task
-    reported as failed; the others go on."""
-
-    def __init__(self, jobs: int, plan, scratch_root: str):
-        self.ctx = mp.get_context("spawn")
-        self.plan, self.scratch_root = plan, scratch_root  # the plan may be set later, before run()
-        self.workers = [self._start(slot) for slot in range(jobs)]
-
-    def _start(self, slot: int) -> _Worker:
-        parent, child = self.ctx.Pipe()
-        p = self.ctx.Process(target=_worker_main, args=(child, slot, self.scratch_root), daemon=True,
-                             name=f"tdl-grade-{slot}")
-        p.start()
-        child.close()
-        return _Worker(slot, p, parent)
-
-    def run(self, tasks, lookahead: int | None = None):
-        """Yield ``(task, Result)`` as notebooks finish. ``tasks`` may be a lazy iterator: it is
-        pulled only to keep ``lookahead`` tasks ready, and a worker that finishes gets its next
-        task before the caller sees the result, so preparing and recording (in the caller)
-        overlap with execution."""
-        from multiprocessing.connection import wait
-
-        it, ready, more = iter(tasks), deque(), [True]
-        lookahead = lookahead or len(self.workers)
-
-        def dispatch():
-            for w in self.workers:
-                if w.task is None and ready:
-                    w.task, w.started = ready.popleft(), time.monotonic()
-                    w.conn.send((w.task, self.plan))
-
-        def refill():
-            while more[0] and len(ready) < lookahead:
-                try:
-                    ready.append(next(it))
-                except StopIteration:
-                    more[0] = False
-                dispatch()
-
-        while True:
-            refill()
-            busy = [w for w in self.workers if w.task is not None]
-            if not busy:
-                if not ready and not more[0]:
-                    return
-                continue
-            wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=1.0)
-            done = []
-            for w in busy:
-                result = None
-                if w.conn.poll():
-                    try:
-                        result = w.conn.recv()
-                    except (EOFError, OSError):
-                        result = None
-                if result is not None:
-                    done.append((w.task, result))
-                    w.task = None
-                    continue
-                lim = w.task.limits
-                overdue = time.monotonic() - w.started > lim.notebook_timeout + lim.startup_timeout + 60
-                if not w.process.is_alive() or overdue:
-                    why = "the grading worker overran its watchdog and was killed" if overdue else \
-                        f"the grading worker died (exit code {w.process.exitcode})"
-                    task = w.task
-                    self._replace(w)
-                    done.append((task, gx.Result(task.key, task.notebook, error=why)))
-            dispatch()  # freed workers start their next notebook before results are recorded
-            yield from done
-
-    def _replace(self, w: _Worker) -> None:
-        if w.process.is_alive():
-            w.process.kill()
-        w.process.join(5)
-        if self.plan is not None:
-            sandbox.sweep(self.plan, w.slot)
-        self.workers[self.workers.index(w)] = self._start(w.slot)
-
-    def close(self) -> None:
-        for w in self.workers:
-            try:
-                w.conn.send(None)
-            except (OSError, BrokenPipeError):
-                pass
-        for w in self.workers:
-            w.process.join(10)
-            if w.process.is_alive():
-                w.process.kill()
-                w.process.join(5)
-            if self.plan is not None:
-                sandbox.sweep(self.plan, w.slot)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -496,16 +364,14 @@ def _read_record(course: Course, assignment: str, student: str) -> dict | None:
 def _write_record(course: Course, assignment: str, student: str, data: dict) -> None:
     path = _record_path(course, assignment, student)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True), mode=0o600)
 
 
 def make_plan(course: Course, mode: str, jobs: int, scratch_root: str, memory_mb: int | None = None,
               uid_base: int | None = sandbox.DEFAULT_UID_BASE):
     """The sandbox plan of a run: probed once (``mode``: ``auto`` falls back with warnings,
     ``require`` raises when no isolation is possible, ``off`` runs kernels in a scratch copy only).
-    ``uid_base``: the first of the run's uids (see ``grading_sandbox.reserve_uids``)."""
+    ``uid_base``: the first of the run's uids (see ``sandbox.reserve_uids``)."""
     if mode not in SANDBOX_CHOICES:
         raise ValueError(f"sandbox={mode!r} is not allowed; allowed: {', '.join(SANDBOX_CHOICES)}")
     base = uid_base if uid_base is not None else sandbox.DEFAULT_UID_BASE

@@ -305,7 +305,7 @@ def launcher_command(plan: SandboxPlan, slot: int, scratch: str, argv: list[str]
         return list(argv)
     spec = {"mode": plan.mode, "uid": plan.uid(slot), "hide": plan.hide, "private": plan.private,
             "keep": plan.keep, "limits": plan.limits, "scratch": scratch}
-    return [sys.executable, "-m", "tdlcourse.grading_sandbox", json.dumps(spec), "--", *argv]
+    return [sys.executable, "-m", "tdlcourse.grading.sandbox", json.dumps(spec), "--", *argv]
 
 
 @contextlib.contextmanager
@@ -448,7 +448,7 @@ def _launch(spec: dict, argv: list[str]) -> None:
 def main(args: list[str] | None = None) -> None:  # pragma: no cover - runs as the launcher process
     args = sys.argv[1:] if args is None else args
     if len(args) < 3 or args[1] != "--":
-        sys.stderr.write("usage: python -m tdlcourse.grading_sandbox SPEC_JSON -- COMMAND...\n")
+        sys.stderr.write("usage: python -m tdlcourse.grading.sandbox SPEC_JSON -- COMMAND...\n")
         sys.exit(2)
     try:
         _launch(json.loads(args[0]), args[2:])

@@ -1,0 +1,342 @@
+"""The course an instructor runs with ``tdl``: configuration, roster, release, collect, feedback,
+export and the HTML grade report.
+
+Everything here wraps nbgrader 0.9's Python API (``CourseDirectory``, ``Gradebook``, the converters
+and the exchange classes) with the checks an instructor needs before anything is written: a
+command that gets bad input (an unknown assignment or student, a roster with missing columns or
+duplicate ids, a missing exchange directory) raises ``CourseError`` with a message that says what
+to do, and leaves the course as it was.
+
+Course configuration is nbgrader's: the ``nbgrader_config.py`` of the course root (``--course``,
+else ``$TDL_COURSE``, else the current directory or its ``assignments/`` folder), on top of the
+user's and system's Jupyter configuration. The gradebook is any SQLAlchemy URL
+(``CourseDirectory.db_url``; SQLite ``gradebook.db`` by default); the exchange is
+``Exchange.root``. The course's own ``nbgrader_config.py`` reads ``TDL_EXCHANGE`` and
+``TDL_GRADEBOOK``. ``tdl``'s own state (grading records, the lock) lives in ``<root>/.tdl``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+CONFIG_NAME = "nbgrader_config.py"
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
+ROSTER_COLUMNS = ("id", "first_name", "last_name", "email")
+_ALIASES = {"student_id": "id", "first": "first_name", "firstname": "first_name", "given_name": "first_name",
+            "last": "last_name", "lastname": "last_name", "surname": "last_name", "family_name": "last_name",
+            "e_mail": "email", "mail": "email"}
+
+
+class CourseError(ValueError):
+    """Bad input or a course that is not in a state to do what was asked (message says why)."""
+
+
+@dataclass(frozen=True)
+class Course:
+    """A loaded course: its root, nbgrader configuration and the settings ``tdl`` uses."""
+
+    root: Path
+    course_id: str
+    db_url: str
+    exchange_root: Path
+    config: object = field(repr=False, compare=False)  # traitlets Config
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / ".tdl"
+
+    def coursedir(self, **traits):
+        """A fresh nbgrader ``CourseDirectory`` for this course (``traits`` override config)."""
+        from nbgrader.coursedir import CourseDirectory
+
+        cd = CourseDirectory(config=self.config)
+        cd.root = str(self.root)
+        for k, v in traits.items():
+            setattr(cd, k, v)
+        return cd
+
+    def gradebook(self):
+        from nbgrader.api import Gradebook
+
+        return Gradebook(self.db_url, self.course_id)
+
+    def sqlite_path(self) -> Path | None:
+        """The gradebook's file when it is SQLite, else ``None``."""
+        if self.db_url.startswith("sqlite:///"):
+            return Path(self.db_url[len("sqlite:///"):])
+        return None
+
+    def source_assignments(self) -> list[str]:
+        src = self.root / self.coursedir().source_directory
+        return sorted(p.name for p in src.iterdir() if p.is_dir() and any(p.glob("*.ipynb"))) if src.is_dir() else []
+
+    def student_dirs(self, kind: str, assignment: str, pattern: str = "*") -> list[str]:
+        """Ids of the students with a ``<kind>/<student>/<assignment>`` folder holding ``pattern``."""
+        base = self.root / getattr(self.coursedir(), f"{kind}_directory")
+        return sorted(p.parent.name for p in base.glob(f"*/{assignment}") if p.is_dir() and any(p.glob(pattern)))
+
+    def path(self, kind: str, student: str = ".", assignment: str = ".") -> Path:
+        """``<root>/<kind directory>/<student>/<assignment>`` as nbgrader lays it out."""
+        cd = self.coursedir()
+        directory = getattr(cd, f"{kind}_directory")
+        return Path(cd.format_path(directory, student, assignment))
+
+
+def find_course_root(path: str | os.PathLike | None = None) -> Path:
+    """The course root: ``path``, else ``$TDL_COURSE``, else the current directory or its
+    ``assignments/`` folder; it must hold ``nbgrader_config.py``."""
+    if path is not None or os.environ.get("TDL_COURSE"):
+        root = Path(path if path is not None else os.environ["TDL_COURSE"]).expanduser().resolve()
+        if not (root / CONFIG_NAME).is_file():
+            raise CourseError(f"course={str(root)!r} is not a course: it has no {CONFIG_NAME}")
+        return root
+    for root in (Path.cwd(), Path.cwd() / "assignments"):
+        if (root / CONFIG_NAME).is_file():
+            return root.resolve()
+    raise CourseError(f"no course here: neither {Path.cwd()} nor ./assignments holds {CONFIG_NAME}; "
+                      "pass --course DIR or set TDL_COURSE")
+
+
+def load_course(path: str | os.PathLike | None = None) -> Course:
+    """Load the course configuration (see the module docstring for where it is looked for)."""
+    from jupyter_core.paths import jupyter_config_path
+    from nbgrader.exchange.default.exchange import Exchange
+    from traitlets.config import Config
+    from traitlets.config.loader import PyFileConfigLoader
+
+    root = find_course_root(path)
+    config = Config()
+    # Lowest priority first: system, user, then the course's own file.
+    for directory in [*reversed(jupyter_config_path()), str(root)]:
+        if os.path.isfile(os.path.join(directory, CONFIG_NAME)):
+            try:
+                config.merge(PyFileConfigLoader(CONFIG_NAME, path=directory).load_config())
+            except Exception as e:  # noqa: BLE001 - a broken config file is the user's to fix
+                raise CourseError(f"cannot read {os.path.join(directory, CONFIG_NAME)}: {e}") from e
+    from nbgrader.coursedir import CourseDirectory
+
+    cd = CourseDirectory(config=config)
+    if "root" not in config.get("CourseDirectory", {}):
+        cd.root = str(root)
+    course_id = cd.course_id or ""
+    if not course_id:
+        raise CourseError(f"{root / CONFIG_NAME} sets no CourseDirectory.course_id")
+    exchange = Exchange(config=config)
+    return Course(root=Path(cd.root).resolve(), course_id=course_id, db_url=cd.db_url,
+                  exchange_root=Path(exchange.root), config=config)
+
+
+@contextlib.contextmanager
+def course_lock(course: Course) -> Iterator[None]:
+    """Hold the course's lock: two ``tdl`` commands that write never run at once on one course."""
+    import fcntl
+
+    course.state_dir.mkdir(mode=0o700, exist_ok=True)
+    fh = open(course.state_dir / "lock", "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            raise CourseError(f"another tdl command is running on {course.root} ({fh.read().strip()}); "
+                              "wait for it to finish") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        yield
+    finally:
+        fh.close()
+
+
+def nbgrader_result(result: dict, what: str) -> str:
+    """Raise ``CourseError`` with nbgrader's log when an NbGraderAPI call failed."""
+    if not result.get("success"):
+        log = (result.get("log") or "").strip()
+        raise CourseError(f"{what} failed:\n{log}\n{result.get('error', '')}".strip())
+    return result.get("log") or ""
+
+
+def api(course: Course):
+    """nbgrader's ``NbGraderAPI`` for the course (the layer its formgrader uses)."""
+    from nbgrader.apps.api import NbGraderAPI
+
+    return NbGraderAPI(coursedir=course.coursedir(), config=course.config)
+
+
+def check_assignment(course: Course, assignment: str, *, in_gradebook: bool = True) -> None:
+    """Raise ``CourseError`` unless ``assignment`` has a source folder (and is in the gradebook)."""
+    from nbgrader.api import MissingEntry
+
+    known = course.source_assignments()
+    if not isinstance(assignment, str) or assignment not in known:
+        hint = f"; known: {', '.join(known)}" if known else "; source/ holds no assignment"
+        raise CourseError(f"assignment={assignment!r} is not an assignment of this course{hint}")
+    if in_gradebook:
+        with course.gradebook() as gb:
+            try:
+                gb.find_assignment(assignment)
+            except MissingEntry:
+                raise CourseError(f"assignment {assignment!r} was never released (it is not in the gradebook); "
+                                  f"run `tdl release {assignment}` first") from None
+
+
+def check_students(course: Course, students) -> None:
+    """Raise ``CourseError`` naming every id that is not in the gradebook."""
+    with course.gradebook() as gb:
+        known = {s.id for s in gb.students}
+    unknown = [s for s in students if s not in known]
+    if unknown:
+        raise CourseError(f"unknown student id(s): {', '.join(map(repr, unknown))}; "
+                          "import them with `tdl roster import roster.csv`")
+
+
+def check_exchange(course: Course, *, create_default: bool, default_may_be_missing: bool = False) -> Path:
+    """The exchange root, which must exist and be writable. The default local exchange (a folder
+    inside the course root) is created on first use; a configured one (a shared mount) never is.
+    ``default_may_be_missing`` only checks that it could be created."""
+    root = course.exchange_root
+    if not root.is_dir():
+        inside = root.resolve().is_relative_to(course.root)
+        if inside and default_may_be_missing:
+            return root
+        if create_default and inside:
+            root.mkdir(parents=True)
+            root.chmod(0o1777 if os.geteuid() == 0 else 0o755)
+            return root
+        raise CourseError(f"the exchange directory {root} does not exist. Create it (on a shared server: "
+                          f"`mkdir -p {root} && chmod 1777 {root}`, see assignments/README.md) or point "
+                          "TDL_EXCHANGE / Exchange.root at the right place")
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise CourseError(f"the exchange directory {root} is not writable by this user")
+    return root
+
+
+# ---------------------------------------------------------------------------------------------
+# Roster
+
+
+@dataclass(frozen=True)
+class RosterChange:
+    """What ``import_roster`` changed: ids added, ids updated with the fields that changed, ids
+    unchanged, and ids in the gradebook that the file does not list (never deleted)."""
+
+    added: tuple[str, ...] = ()
+    updated: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    unchanged: tuple[str, ...] = ()
+    not_in_file: tuple[str, ...] = ()
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.updated)
+
+
+def read_roster(path: str | os.PathLike) -> list[dict[str, str]]:
+    """Read and validate a roster CSV with columns id, first name, last name, email (header names
+    are matched case-insensitively; spaces, dashes and underscores are equivalent; extra columns
+    are ignored). Raises ``CourseError`` for a missing file or column, an empty or invalid id, or
+    an id given twice, naming the lines."""
+    path = Path(path)
+    if not path.is_file():
+        raise CourseError(f"roster file {str(path)!r} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise CourseError(f"roster file {path} is not UTF-8 text: {e}") from None
+    reader = csv.DictReader(io.StringIO(text))
+    if not reader.fieldnames:
+        raise CourseError(f"roster file {path} is empty; expected a header with columns {', '.join(ROSTER_COLUMNS)}")
+    names = {}
+    for raw in reader.fieldnames:
+        key = re.sub(r"[\s\-]+", "_", (raw or "").strip().lower())
+        names[raw] = _ALIASES.get(key, key)
+    missing = [c for c in ROSTER_COLUMNS if c not in names.values()]
+    if missing:
+        raise CourseError(f"roster file {path} lacks column(s) {', '.join(missing)}; found "
+                          f"{', '.join(map(repr, reader.fieldnames))}; expected {', '.join(ROSTER_COLUMNS)}")
+    rows, seen, problems = [], {}, []
+    for line, raw in enumerate(reader, start=2):
+        row = {names[k]: (v or "").strip() for k, v in raw.items() if k in names and names[k] in ROSTER_COLUMNS}
+        if not any(row.values()):
+            continue  # a blank line
+        sid = row["id"]
+        if not sid:
+            problems.append(f"line {line}: empty id")
+        elif not ID_RE.match(sid):
+            problems.append(f"line {line}: id {sid!r} may only hold letters, digits and _ . @ - "
+                            "(it names folders and exchange files)")
+        elif sid in seen:
+            problems.append(f"line {line}: duplicate id {sid!r} (first on line {seen[sid]})")
+        else:
+            seen[sid] = line
+        rows.append(row)
+    if problems:
+        raise CourseError(f"roster file {path} has errors; nothing was imported:\n  " + "\n  ".join(problems))
+    if not rows:
+        raise CourseError(f"roster file {path} lists no student")
+    return rows
+
+
+def import_roster(course: Course, path: str | os.PathLike) -> RosterChange:
+    """Add or update the students of a roster CSV in the gradebook, in one transaction.
+
+    Idempotent: importing the same file twice changes nothing the second time. Students missing
+    from the file are reported, never deleted (that would delete their grades).
+    """
+    from nbgrader.api import Student
+
+    rows = read_roster(path)
+    added, updated, unchanged = [], [], []
+    with course_lock(course), course.gradebook() as gb:
+        existing = {s.id: s for s in gb.db.query(Student).all()}
+        try:
+            for row in rows:
+                student = existing.get(row["id"])
+                fields = {k: row[k] or None for k in ROSTER_COLUMNS[1:]}
+                if student is None:
+                    gb.db.add(Student(id=row["id"], **fields))
+                    added.append(row["id"])
+                    continue
+                diff = tuple(k for k, v in fields.items() if getattr(student, k) != v)
+                for k in diff:
+                    setattr(student, k, fields[k])
+                (updated.append((row["id"], diff)) if diff else unchanged.append(row["id"]))
+            gb.db.commit()
+        except Exception:
+            gb.db.rollback()
+            raise
+        in_file = {r["id"] for r in rows}
+        missing = sorted(sid for sid in existing if sid not in in_file)
+    return RosterChange(tuple(added), tuple(updated), tuple(unchanged), tuple(missing))
+
+
+
+def private_paths(course: Course) -> list[Path]:
+    """Paths a grading kernel must never read: sources, submissions, grading output, feedback,
+    ``tdl``'s state, the configuration and the SQLite gradebook."""
+    cd = course.coursedir()
+    paths = [course.root / getattr(cd, f"{k}_directory") for k in ("source", "submitted", "autograded", "feedback")]
+    paths += [course.state_dir, course.root / CONFIG_NAME]
+    db = course.sqlite_path()
+    if db is not None:
+        paths += [db, db.with_name(db.name + "-journal"), db.with_name(db.name + "-wal")]
+    return paths
+
+
+def restrict_permissions(course: Course) -> list[Path]:
+    """Remove "other" permissions from ``private_paths`` (a kernel running as another user, and the
+    students on a shared server, must not read them). Returns the paths it changed."""
+    changed = []
+    for p in private_paths(course):
+        if p.exists() and not p.is_symlink() and p.stat().st_mode & 0o007:
+            p.chmod(p.stat().st_mode & ~0o007)
+            changed.append(p)
+    return changed
+
+
