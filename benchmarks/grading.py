@@ -93,8 +93,8 @@ def stock_overhead(n: int, workdir: Path) -> float:
 
 def tdl_overhead(n: int, workdir: Path) -> tuple[float, str]:
     """Seconds per one-cell notebook through `tdl`'s worker (sandboxed kernel start, run, kill)."""
-    from tdlcourse import grading_execute as gx
-    from tdlcourse import grading_sandbox as sb
+    from tdlcourse.grading import execute as gx
+    from tdlcourse.grading import sandbox as sb
 
     root = tempfile.mkdtemp(prefix="tdl-bench-")
     os.chmod(root, 0o711)
@@ -120,7 +120,7 @@ def process_startup(env) -> tuple[float, float]:
     every `nbgrader autograde` invocation pays) and a `tdl` worker's warm-up (paid once per worker
     per run, while the first submissions are prepared)."""
     t_nb = min(sh([BIN / "nbgrader", "--version"], ROOT, env)[0] for _ in range(3))
-    t_w = min(sh([sys.executable, "-c", "from tdlcourse.grading_execute import warm_up; warm_up()"], ROOT, env)[0]
+    t_w = min(sh([sys.executable, "-c", "from tdlcourse.grading.execute import warm_up; warm_up()"], ROOT, env)[0]
               for _ in range(3))
     return t_nb, t_w
 

@@ -290,3 +290,18 @@ def test_the_bounds_do_not_import_torch():
             "c.pac_bayes_kl_bound(0.1, 5.0, 1000, 0.05); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_vc_vacuous_dimension_is_the_first_d_by_brute_force():
+    for m, delta, level in [(1258, 0.05, 1.0), (50, 0.1, 1.0), (1797, 0.01, 0.5), (7, 0.5, 1.0)]:
+        want = next(d for d in range(1, m + 1) if capacity.vc_gap(d, m, delta) >= level)
+        assert capacity.vc_vacuous_dimension(m, delta, level) == want
+
+
+def test_vc_vacuous_dimension_bad_input():
+    with pytest.raises(ValueError, match="m="):
+        capacity.vc_vacuous_dimension(0, 0.05)
+    with pytest.raises(ValueError, match="level="):
+        capacity.vc_vacuous_dimension(100, 0.05, level=-1)
+    with pytest.raises(ValueError, match="stays below"):
+        capacity.vc_vacuous_dimension(100, 0.05, level=50.0)

@@ -29,7 +29,7 @@ def course(tmp_path, monkeypatch):
 
 
 def tdl(*args):
-    from tdlcourse.cli import main
+    from tdlcourse.grading.cli import main
 
     return main(list(args))
 
@@ -144,7 +144,7 @@ def test_missing_exchange(course, monkeypatch, capsys):
     assert not missing.exists()
     # the default exchange (inside the course) would be created; a configured one never is
     monkeypatch.delenv("TDL_EXCHANGE")
-    from tdlcourse.grading_course import check_exchange, load_course
+    from tdlcourse.grading.course import check_exchange, load_course
 
     assert check_exchange(load_course(course), create_default=True) == course / "exchange"
 
@@ -177,7 +177,7 @@ def test_solutions_need_a_due_date(course, capsys):
 
 
 def test_course_from_environment(course, monkeypatch, tmp_path):
-    from tdlcourse.grading_course import load_course
+    from tdlcourse.grading.course import load_course
 
     monkeypatch.setenv("TDL_COURSE", str(course))
     monkeypatch.setenv("TDL_GRADEBOOK", f"sqlite:///{tmp_path / 'elsewhere.db'}")

@@ -33,7 +33,7 @@ def sandboxed() -> bool:
     """Whether `tdl grade` will isolate kernels here (root, mount namespaces, a reachable Python)."""
     import tempfile
 
-    from tdlcourse import grading_sandbox as sb
+    from tdlcourse.grading import sandbox as sb
 
     if os.geteuid() != 0:
         return False
@@ -313,8 +313,8 @@ def test_snoop_found_nothing(term):
 
 def test_gradebook_integrity(term):
     sys.path.insert(0, str(ROOT / "src"))
-    from tdlcourse.grading import check_gradebook
-    from tdlcourse.grading_course import load_course
+    from tdlcourse.grading.autograde import check_gradebook
+    from tdlcourse.grading.course import load_course
 
     report = check_gradebook(load_course(term["course"]), "hw01")
     assert report.ok, report.problems
@@ -350,7 +350,8 @@ def test_feedback_with_solutions_reaches_students(term):
 def test_solutions_refused_before_due_date(term):
     import datetime as dt
 
-    from tdlcourse.grading_course import CourseError, feedback, load_course
+    from tdlcourse.grading.course import CourseError, load_course
+    from tdlcourse.grading.release import feedback
 
     with pytest.raises(CourseError, match="only after the due date"):
         feedback(load_course(term["course"]), "hw01", with_solutions=True, now=dt.datetime(2026, 1, 1))
@@ -382,8 +383,8 @@ def test_report(term):
 def test_a_grader_failure_keeps_previous_grades_and_files(term, tmp_path, monkeypatch):
     # A kernel that cannot start (here: a broken `python3` kernelspec found first on JUPYTER_PATH)
     # is the grader's failure, not the student's: nothing of the earlier grading may be lost.
-    from tdlcourse.grading import format_run, grade
-    from tdlcourse.grading_course import load_course
+    from tdlcourse.grading.autograde import format_run, grade
+    from tdlcourse.grading.course import load_course
 
     spec = tmp_path / "kernels" / "python3"
     spec.mkdir(parents=True)

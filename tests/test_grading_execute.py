@@ -16,8 +16,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from tdlcourse import grading_execute as gx
-from tdlcourse import grading_sandbox as sb
+from tdlcourse.grading import execute as gx
+from tdlcourse.grading import sandbox as sb
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading")]
 ROOTED = os.geteuid() == 0
@@ -113,7 +113,7 @@ def test_limits_validation():
 
 
 def test_worker_pool_survives_a_killed_worker(tmp_path):
-    from tdlcourse.grading import WorkerPool
+    from tdlcourse.grading.pool import WorkerPool
 
     # Without a sandbox the kernel may kill its parent, the worker; the pool replaces it.
     killer = gx.Task(("evil", "a", "n"), notebook("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"), "")

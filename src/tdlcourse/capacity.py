@@ -42,6 +42,28 @@ def vc_gap(d: int, m: int, delta: float) -> float:
     return math.sqrt(2.0 * d * math.log(math.e * m / d) / m) + math.sqrt(math.log(1.0 / delta) / (2.0 * m))
 
 
+def vc_vacuous_dimension(m: int, delta: float, level: float = 1.0) -> int:
+    """The smallest integer VC dimension ``d`` (``1 <= d <= m``) at which ``vc_gap(d, m, delta)``
+    reaches ``level`` (default 1: the bound says nothing about the 0-1 loss). ``vc_gap`` increases
+    in d on [1, m] (its derivative in d is proportional to ln(m/d) >= 0), so a bisection is exact.
+    Raises ``ValueError`` when even d = m stays below ``level``.
+    ``vc_vacuous_dimension(1258, 0.05)`` is the answer to question 2 of assignment 1."""
+    if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+        raise ValueError(f"m={m!r} must be a positive integer")
+    if not (isinstance(level, (int, float)) and math.isfinite(level) and level > 0):
+        raise ValueError(f"level={level!r} must be a positive number")
+    if vc_gap(m, m, delta) < level:
+        raise ValueError(f"vc_gap(d, m={m}, delta={delta}) stays below level={level} for every d <= m")
+    lo, hi = 0, m  # vc_gap(lo) < level <= vc_gap(hi), with vc_gap(0) read as 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if vc_gap(mid, m, delta) >= level:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
 # ============================================================================ Rademacher complexity
 
 MAX_RADEMACHER_POINTS = 20
