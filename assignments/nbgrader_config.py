@@ -27,3 +27,11 @@ c.ExecutePreprocessor.timeout = 120
 c.Execute.timeout = 120
 # A student who deletes a test cell gets it back (from the gradebook) and graded, not a free pass.
 c.OverwriteCells.add_missing_cells = True
+
+# Final grades (`tdl export grades.csv --final`; read by tdl only, nbgrader ignores this section).
+# Components are groups of gradebook assignments by name pattern (fnmatch); "exam" is the oral exam
+# (`tdl exam import exam.csv`, scores out of exam_max_score). final = sum of weight * fraction of
+# each component; the weights sum to 1 (`--weights labs=...,assignments=...,exam=...` overrides).
+c.TdlGrades.components = {"labs": "lab*", "assignments": "hw*"}
+c.TdlGrades.weights = {"labs": 0.2, "assignments": 0.3, "exam": 0.5}
+c.TdlGrades.exam_max_score = 100

@@ -41,13 +41,15 @@ from pathlib import Path
 
 from . import execute as gx
 from . import sandbox
+from . import trusted
 from .files import atomic_write_text
 from .pool import WorkerPool
 from .course import Course, CourseError, check_assignment, check_students, course_lock, private_paths, \
     restrict_permissions
 
 SANDBOX_CHOICES = ("auto", "require", "off")
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: trusted verdicts and tampering flags
+LAB_TAG = "tdl-graded"
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class NotebookOutcome:
     events: tuple[gx.CellEvent, ...] = ()
     notes: tuple[str, ...] = ()
     seconds: float = 0.0
+    verdicts: tuple = ()  # trusted.CellVerdict of every autograded cell with checks
+    flags: tuple[str, ...] = ()  # tampering found, for a human look (never changes a score)
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ class SubmissionOutcome:
     cell_scores: tuple[tuple[str, float | None], ...] = ()
     score: float | None = None
     max_score: float = 0.0
+    flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -151,6 +156,12 @@ class _Nbgrader:
         if Execute in post:
             post = post[post.index(Execute) + 1:]
         self.post = [cls(config=course.config, log=self.log) for cls in post]
+        # Trusted verdicts replace the in-kernel scores right after nbgrader saved them, before
+        # the late penalty (computed from the scores) and the rest.
+        from nbgrader.preprocessors import SaveAutoGrades
+
+        cut = next((i + 1 for i, pp in enumerate(self.post) if isinstance(pp, SaveAutoGrades)), len(self.post))
+        self.post_save, self.post_rest = self.post[:cut], self.post[cut:]
         self.permissions = int(str(self.converter.permissions), 8)
 
     def resources(self, student: str, assignment: str, notebook: str, path: str) -> dict:
@@ -265,8 +276,30 @@ def _prepare(nbg: _Nbgrader, course: Course, assignment: str, student: str, sha:
             continue
         for note in notes:
             sub.reasons.append(f"{name}: {note}")
-        tasks.append((gx.Task((student, assignment, name), nbformat.writes(nb), str(stage), limits), notes))
+        only = _graded_cells(course, assignment, name, nb)
+        task = gx.Task((student, assignment, name), nbformat.writes(nb), str(stage), limits, probe=trusted.PROBE_CODE,
+                       only=only)
+        tasks.append((task, (notes, tuple(trusted.scan(nb)))))
         sub.pending += 1
+
+
+def _graded_cells(course: Course, assignment: str, notebook: str, nb) -> tuple[int, ...] | None:
+    """For a lab (its source has a cell tagged ``tdl-graded``): the indices of the cells to run,
+    the graded ones (nbgrader solution and grade cells) and the tagged ones, matched by grade_id
+    against the source, so that a student's edit of tags changes nothing. ``None``: run all."""
+    import nbformat
+
+    try:
+        src = nbformat.read(course.path("source", ".", assignment) / f"{notebook}.ipynb", as_version=4)
+    except (OSError, ValueError):
+        return None
+    if not any(LAB_TAG in c.metadata.get("tags", []) for c in src.cells):
+        return None
+    run = {c.metadata["nbgrader"]["grade_id"] for c in src.cells if c.cell_type == "code"
+           and c.metadata.get("nbgrader", {}).get("grade_id")
+           and (c.metadata["nbgrader"].get("solution") or c.metadata["nbgrader"].get("grade")
+                or LAB_TAG in c.metadata.get("tags", []))}
+    return tuple(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id") in run)
 
 
 def _edited_locked_cells(course: Course, assignment: str, notebook: str, nb) -> list[str]:
@@ -324,20 +357,58 @@ def _zero(course: Course, assignment: str, student: str, notebook: str, *, needs
         gb.db.commit()
 
 
-def _record(nbg: _Nbgrader, course: Course, result: gx.Result, notes: tuple[str, ...]) -> NotebookOutcome:
+def _record(nbg: _Nbgrader, course: Course, result: gx.Result, notes: tuple, tests: trusted.TrustedTests) \
+        -> NotebookOutcome:
     """Stage 3 for one executed notebook: nbgrader's post-execution preprocessors (grades saved to
-    the gradebook) and the autograded notebook, written atomically and read-only."""
+    the gradebook), then the trusted verdicts over the in-kernel scores, the tampering report, and
+    the autograded notebook, written atomically and read-only."""
     import nbformat
 
+    notes, scanned = notes
     student, assignment, name = result.key
     if result.error is not None:
         return NotebookOutcome(name, "error", notes=(result.error,), seconds=result.kernel_start_s)
     dest = course.path("autograded", student, assignment)
     stage = _stage_path(course, assignment, student)
     nb = nbformat.reads(result.notebook, as_version=4)
-    nb, resources, _ = nbg.run(nbg.post, nb, nbg.resources(student, assignment, name, str(dest)))
+    res = nbg.resources(student, assignment, name, str(dest))
+    nb, res, _ = nbg.run(nbg.post_save, nb, res)
+    verdicts = tests.verdicts(name, nb)
+    before, after = (trusted.probe_snapshot({"outputs": o or []}) for o in result.probe)
+    died = any(e.kind in ("kernel_died", "unresponsive") for e in result.events)
+    flags = [*scanned, *trusted.probe_findings(before, after, kernel_died=died), *(f for v in verdicts for f in v.flags)]
+    _save_verdicts(course, assignment, student, name, nb, verdicts, flags)
+    nb, res, _ = nbg.run(nbg.post_rest, nb, res)
     atomic_write_text(stage / f"{name}.ipynb", nbformat.writes(nb), mode=nbg.permissions)
-    return NotebookOutcome(name, "graded", result.events, notes, result.kernel_start_s + result.run_s)
+    return NotebookOutcome(name, "graded", result.events, notes, result.kernel_start_s + result.run_s,
+                           tuple(verdicts), tuple(dict.fromkeys(flags)))
+
+
+FLAG_NOTE = "tdl: FLAGGED for a human look (the score is the trusted one):"
+
+
+def _save_verdicts(course: Course, assignment: str, student: str, notebook: str, nb, verdicts, flags) -> None:
+    """The trusted scores into the gradebook (over nbgrader's in-kernel ones), the verdict into
+    the test cell's output (the feedback shows it), and the flags into the comments."""
+    import nbformat
+
+    by_id = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in nb.cells}
+    with course.gradebook() as gb:
+        for v in verdicts:
+            g = gb.find_grade(v.grade_id, notebook, assignment, student)
+            g.auto_score = v.score
+            g.needs_manual_grade = False
+            cell = by_id.get(v.grade_id)
+            if cell is not None:
+                cell.outputs.append(nbformat.v4.new_output("stream", name="stdout", text=v.summary()))
+        if flags:
+            note = FLAG_NOTE + "\n" + "\n".join(f"- {f}" for f in dict.fromkeys(flags))
+            for c in nb.cells:
+                meta = c.metadata.get("nbgrader", {})
+                if meta.get("solution") or meta.get("task"):
+                    comment = gb.find_comment(meta["grade_id"], notebook, assignment, student)
+                    comment.auto_comment = ((comment.auto_comment or "") + "\n\n" + note).strip()
+        gb.db.commit()
 
 
 def _event_reason(name: str, e: gx.CellEvent, nb_cells: dict[int, str]) -> str:
@@ -423,6 +494,10 @@ def _grade_locked(course, assignment, submitted, jobs, limits, force, sandbox_mo
 
     nbg = _Nbgrader(course)
     cd = nbg.coursedir
+    try:  # the trusted inputs and references, from the gradebook's copy of the tests, once per run
+        tests = trusted.TrustedTests.from_gradebook(course, assignment)
+    except trusted.TrustedCheckError as e:
+        raise CourseError(f"the hidden tests of {assignment} in the gradebook cannot be checked: {e}") from None
     source_sha = _sha(_files(course.path("source", ".", assignment), cd.ignore), course.root)
     todo, skipped = [], []
     for student in submitted:
@@ -478,7 +553,7 @@ def _grade_locked(course, assignment, submitted, jobs, limits, force, sandbox_mo
                     student = task.key[0]
                     sub = subs[student]
                     try:
-                        outcome = _record(nbg, course, result, notes[task.key])
+                        outcome = _record(nbg, course, result, notes[task.key], tests)
                     except Exception as e:  # noqa: BLE001 - a grade we could not save is an error, said loudly
                         outcome = NotebookOutcome(task.key[2], "error", notes=(f"could not record: {e}",))
                     sub.notebooks.append(outcome)
@@ -494,7 +569,8 @@ def _grade_locked(course, assignment, submitted, jobs, limits, force, sandbox_mo
             shutil.rmtree(scratch_root, ignore_errors=True)
     for student, _ in skipped:
         rec = _read_record(course, assignment, student) or {}
-        outcomes[student] = SubmissionOutcome(student, "skipped", reasons=tuple(rec.get("reasons", ())))
+        outcomes[student] = SubmissionOutcome(student, "skipped", reasons=tuple(rec.get("reasons", ())),
+                                              flags=tuple(rec.get("flags", ())))
     ordered = tuple(_with_scores(course, assignment, outcomes[s]) for s in sorted(outcomes))
     integrity = check_gradebook(course, assignment)
     cells = ordered[0].cell_scores if ordered else ()
@@ -523,14 +599,18 @@ def _finish(course, assignment, sub: _Submission, source_sha: str) -> Submission
             except (OSError, ValueError):
                 pass
             reasons.extend(_event_reason(nbo.notebook, e, ids) for e in nbo.events)
+    flags = [f"{nbo.notebook}: {f}" for nbo in sub.notebooks for f in nbo.flags]
+    reasons.extend(f"FLAGGED: {f}" for f in flags)
     if status == "graded":
         _write_record(course, assignment, sub.student, {
             "version": RECORD_VERSION, "submission_sha": sub.sha, "source_sha": source_sha,
             "graded_notebooks": sorted(n.notebook for n in sub.notebooks if n.status == "graded"),
             "reasons": reasons, "graded_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "events": {n.notebook: [[e.index, e.kind, e.detail] for e in n.events] for n in sub.notebooks},
+            "flags": flags,
+            "verdicts": {n.notebook: [trusted.jsonable(v) for v in n.verdicts] for n in sub.notebooks},
         })
-    return SubmissionOutcome(sub.student, status, tuple(sub.notebooks), tuple(reasons))
+    return SubmissionOutcome(sub.student, status, tuple(sub.notebooks), tuple(reasons), flags=tuple(flags))
 
 
 def _with_scores(course: Course, assignment: str, out: SubmissionOutcome) -> SubmissionOutcome:
@@ -611,12 +691,17 @@ def format_run(run: GradeRun) -> str:
         fmt = lambda v: "-" if v is None else f"{v:g}"  # noqa: E731
         total = "-" if s.score is None else f"{s.score:g}/{s.max_score:g}"
         status = s.status if not s.reasons or s.status != "graded" else "graded*"
+        if s.flags:
+            status += " FLAGGED"
         rows.append([s.student, *(fmt(scores.get(c)) for c in cells), total, status])
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip()  # noqa: E731
     out = [line(head), line(["-" * w for w in widths]), *map(line, rows)]
     problems = [(s.student, r) for s in run.submissions for r in s.reasons]
     out.append("")
+    flagged = [s.student for s in run.submissions if s.flags]
+    if flagged:
+        out.append(f"FLAGGED for a human look (scores are the trusted ones): {', '.join(flagged)}")
     out.append(f"{len(run.graded)} graded, {len(run.skipped)} unchanged (skipped), {len(run.errors)} NOT graded; "
                f"{run.jobs} job(s), {run.seconds:.1f} s; sandbox: {run.sandbox}")
     if problems:

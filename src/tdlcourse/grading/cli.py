@@ -5,7 +5,10 @@
     tdl collect hw01                    collect submissions from the exchange
     tdl grade hw01 [--jobs N] [--timeout S]   autograde in parallel, isolated, with a summary
     tdl feedback hw01 [--with-solutions]      generate and release feedback
+    tdl exam import exam.csv            oral exam scores (id, score, note; idempotent)
     tdl export grades.csv               every score of every student
+    tdl export grades.csv --final [--weights labs=0.2,assignments=0.3,exam=0.5]
+                                        per-component and final grades, one row per student
     tdl report hw01                     HTML report with a histogram per autograded cell
     tdl run NOTEBOOK [--scale ci]       execute a notebook at a scale (papermill)
 
@@ -98,9 +101,35 @@ def cmd_feedback(args) -> int:
     return 0
 
 
+def cmd_exam(args) -> int:
+    from .term import import_exam
+
+    change = import_exam(_course(args), args.csv)
+    for sid in change.added:
+        print(f"added     {sid}")
+    for sid, fields in change.updated:
+        print(f"updated   {sid} ({', '.join(fields)})")
+    for sid in change.not_in_file:
+        print(f"kept      {sid} (imported before, not in {args.csv}; never deleted)")
+    print(f"{len(change.added)} added, {len(change.updated)} updated, {len(change.unchanged)} unchanged"
+          + ("" if change.changed else ": nothing changed"))
+    return 0
+
+
 def cmd_export(args) -> int:
     from .reports import export_grades
 
+    if args.final or args.weights is not None:
+        from .term import export_final
+
+        r = export_final(_course(args), args.csv, weights=args.weights)
+        formula = " + ".join(f"{w:g} {c}" for c, w in r.grades.weights.items())
+        print(f"wrote the final grades of {len(r.rows)} student(s) to {args.csv} (final = {formula})")
+        if r.grades.ignored:
+            print(f"not counted (no component matches): {', '.join(r.grades.ignored)}")
+        for sid, items in r.missing:
+            print(f"missing   {sid}: {'; '.join(items)} (counted 0)")
+        return 0
     n = export_grades(_course(args), args.csv)
     print(f"wrote {n} rows to {args.csv}")
     return 0
@@ -182,8 +211,18 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--with-solutions", action="store_true", help="append the model solution (after the due date)")
     r.set_defaults(func=cmd_feedback)
 
+    r = sub.add_parser("exam", help="manage the oral exam's scores")
+    rs = r.add_subparsers(dest="action", metavar="ACTION", required=True)
+    ri = rs.add_parser("import", help="add or update exam scores from a CSV (id, score, note)")
+    ri.add_argument("csv")
+    ri.set_defaults(func=cmd_exam)
+
     r = sub.add_parser("export", help="export all grades to a CSV file")
     r.add_argument("csv")
+    r.add_argument("--final", action="store_true",
+                   help="one row per student: component and final grades, weighted by TdlGrades.weights")
+    r.add_argument("--weights", metavar="NAME=W,...",
+                   help="final grades with these weights (summing to 1), e.g. labs=0.2,assignments=0.3,exam=0.5")
     r.set_defaults(func=cmd_export)
 
     r = sub.add_parser("report", help="write an HTML report with score histograms per autograded cell")

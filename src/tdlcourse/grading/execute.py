@@ -76,6 +76,8 @@ class Task:
     limits: Limits = field(default_factory=Limits)
     cwd: str | None = None  # trusted notebooks only: run here, not in a scratch copy
     env: tuple[tuple[str, str], ...] | None = None  # trusted notebooks only: the kernel's whole environment
+    probe: str | None = None  # code run before the first and after the last cell (trusted.PROBE_CODE)
+    only: tuple[int, ...] | None = None  # run only these cells (a lab's graded cells); None: all
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class Result:
     error: str | None = None
     kernel_start_s: float = 0.0
     run_s: float = 0.0
+    probe: tuple = (None, None)  # the probe cell's outputs before the first and after the last cell
 
 
 def _error_output(ename: str, evalue: str):
@@ -201,7 +204,7 @@ async def _run(task: Task, plan, slot: int, scratch: str) -> Result:
     try:
         try:
             env = dict(task.env) if task.env is not None else \
-                sandbox.kernel_env(scratch, {"NBGRADER_EXECUTION": "autograde"})
+                sandbox.kernel_env(scratch, {"NBGRADER_EXECUTION": "autograde", "TDL_CHECK_MODE": "emit"})
             await km.start_kernel(cwd=scratch, env=env,
                                   stdout=log, stderr=log, extra_arguments=client.extra_arguments)
             client.kc = km.client()
@@ -217,8 +220,13 @@ async def _run(task: Task, plan, slot: int, scratch: str) -> Result:
             return Result(task.key, task.notebook, error=f"kernel did not start: {e!s}" + (f"\n{tail}" if tail else ""),
                           kernel_start_s=time.monotonic() - t0)
         t_start = time.monotonic()
+        probes = [None, None]
+        if task.probe:
+            probes[0] = await _probe(client, nb, task.probe, limits)
         for index, cell in enumerate(nb.cells):
             if cell.cell_type != "code" or not cell.source.strip():
+                continue
+            if task.only is not None and index not in task.only:
                 continue
             if stop_reason is not None:
                 cell.outputs = [_error_output("NotRun", stop_reason.detail)]
@@ -258,6 +266,8 @@ async def _run(task: Task, plan, slot: int, scratch: str) -> Result:
                 detail = f"more than {limits.max_output_bytes} bytes of output: the rest was dropped and the cell interrupted"
                 cell.outputs.append(_error_output("OutputLimitExceeded", detail))
                 events.append(CellEvent(index, "output_limit", detail))
+        if task.probe and (stop_reason is None or stop_reason.kind == "not_run"):
+            probes[1] = await _probe(client, nb, task.probe, limits)
         run_s = time.monotonic() - t_start
     finally:
         try:
@@ -267,7 +277,25 @@ async def _run(task: Task, plan, slot: int, scratch: str) -> Result:
         if client.kc is not None:
             client.kc.stop_channels()
         log.close()
-    return Result(task.key, nbformat.writes(nb), tuple(events), None, t_start - t0, run_s)
+    return Result(task.key, nbformat.writes(nb), tuple(events), None, t_start - t0, run_s, tuple(probes))
+
+
+async def _probe(client, nb, code: str, limits: Limits):
+    """Run ``code`` as an extra cell at the end of ``nb`` (nbclient writes a cell back at its
+    index) and take it out again; its outputs, or None when it failed or overran."""
+    import nbformat
+
+    cell = nbformat.v4.new_code_cell(code)
+    nb.cells.append(cell)
+    try:
+        client.timeout = max(1, math.ceil(min(limits.cell_timeout, 60)))
+        client.start_cell()
+        await client.async_execute_cell(cell, len(nb.cells) - 1, store_history=False)
+        return [dict(o) for o in nb.cells[-1].outputs] if not client.capped else None
+    except Exception:  # noqa: BLE001 - a probe that cannot run reports nothing; the grader says so
+        return None
+    finally:
+        nb.cells.pop()
 
 
 async def _maybe(x):

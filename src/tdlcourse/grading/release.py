@@ -74,25 +74,75 @@ def run_notebook(path: str | os.PathLike, *, scale: str = "ci", timeout: float =
                               f"{errors[0].get('ename')}: {errors[0].get('evalue')}")
 
 
+LAB_RE = r"lab(\d+)"
+
+
+def labs_dir(course: Course) -> Path:
+    """Where the labs live: ``$TDL_LABS``, else ``TdlGrades.labs_dir`` of the course config, else
+    the ``labs/`` folder next to the course root (the repository's)."""
+    configured = os.environ.get("TDL_LABS") or course.config.get("TdlGrades", {}).get("labs_dir")
+    return Path(configured).expanduser() if configured else course.root.parent / "labs"
+
+
+def lab_notebook(course: Course, assignment: str) -> Path | None:
+    """The lab notebook behind assignment ``labNN`` (``labs/NN_<name>.ipynb``), or ``None`` when
+    ``assignment`` is not a lab name. A lab name with no lab, or with two, is a ``CourseError``."""
+    import re
+
+    m = re.fullmatch(LAB_RE, str(assignment))
+    if m is None:
+        return None
+    found = sorted(labs_dir(course).glob(f"{int(m.group(1)):02d}_*.ipynb"))
+    if len(found) != 1:
+        have = sorted(p.name for p in labs_dir(course).glob("[0-9][0-9]_*.ipynb"))
+        raise CourseError(f"assignment={assignment!r} names lab {int(m.group(1)):02d}, but {labs_dir(course)} holds "
+                          + (f"{len(found)} such notebooks" if found else "none")
+                          + (f"; labs there: {', '.join(have)}" if have else "") + " (set TDL_LABS to the labs folder)")
+    return found[0]
+
+
+def check_hidden_tests(path: Path, where: str) -> int:
+    """Refuse (``CourseError``) a notebook whose hidden tests name a reference that does not exist
+    or whose trusted inputs cannot be computed; returns the number of checks."""
+    import nbformat
+
+    from .trusted import check_notebook_source
+
+    return check_notebook_source(nbformat.read(path, as_version=4), where)
+
+
 def release(course: Course, assignment: str, *, due: str | None = None, check: bool = True) -> ReleaseResult:
-    """Check, generate and release an assignment to the exchange.
+    """Check, generate and release an assignment (``hwNN``) or a lab (``labNN``, from
+    ``labs/NN_<name>.ipynb``, copied to ``source/labNN/labNN.ipynb`` at each release) to the
+    exchange.
 
     Refuses (``CourseError``, nothing written) when the assignment has no source, the exchange is
-    missing, or a source notebook fails when run at ``scale="ci"`` (``check=False`` skips that run).
+    missing, a hidden test names a reference that does not exist (``check_hidden_tests``), or a
+    source notebook fails when run at ``scale="ci"`` (``check=False`` skips that run).
     Then adds or updates the assignment in the gradebook (``due``, see ``parse_due``), runs
     ``generate_assignment`` and releases the student version to the exchange (replacing an earlier
     release of the same assignment).
     """
-    check_assignment(course, assignment, in_gradebook=False)
+    lab = lab_notebook(course, assignment)
+    if lab is None:
+        check_assignment(course, assignment, in_gradebook=False)
     duedate = parse_due(due) if due is not None else None
     check_exchange(course, create_default=False, default_may_be_missing=True)
     src = course.path("source", ".", assignment)
-    notebooks = tuple(sorted(p.name for p in src.glob("*.ipynb")))
-    if check:  # before anything is written
-        for name in notebooks:
-            run_notebook(src / name, scale="ci")
+    originals = {f"{assignment}.ipynb": lab} if lab is not None else {p.name: p for p in src.glob("*.ipynb")}
+    notebooks = tuple(sorted(originals))
+    # Before anything is written: every hidden test names a reference that exists and gets its
+    # inputs from trusted code, and the notebook runs at scale="ci".
+    for name, path in sorted(originals.items()):
+        check_hidden_tests(path, f"{assignment}/{name}")
+    if check:
+        for name, path in sorted(originals.items()):
+            run_notebook(path, scale="ci")
     check_exchange(course, create_default=True)
     with course_lock(course):
+        if lab is not None:  # the course's source is a generated copy of the lab: one source, labs/
+            src.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(src / f"{assignment}.ipynb", lab.read_text(encoding="utf-8"))
         with course.gradebook() as gb:
             kw = {"duedate": duedate} if duedate is not None else {}
             gb.update_or_create_assignment(assignment, **kw)

@@ -127,12 +127,12 @@ def _inside(path: str, parent: str) -> bool:
 
 def python_paths() -> list[str]:
     """Directories a kernel needs to start: the interpreter's prefixes, site-packages and the
-    directory that holds ``tdlcourse`` (an editable install points outside site-packages)."""
-    import tdlcourse
+    directory that holds ``tdlcheck`` (an editable install points outside site-packages)."""
+    import tdlcheck
 
     paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
              os.path.dirname(os.path.realpath(sys.executable)),
-             os.path.dirname(os.path.dirname(os.path.realpath(tdlcourse.__file__)))]
+             os.path.dirname(os.path.dirname(os.path.realpath(tdlcheck.__file__)))]
     try:
         paths += site.getsitepackages()
     except AttributeError:  # pragma: no cover - virtualenv's old site module
@@ -141,13 +141,22 @@ def python_paths() -> list[str]:
     return _existing(paths) + [os.path.realpath(p) for p in paths if p and os.path.isdir(p)]
 
 
+def reference_paths() -> list[str]:
+    """The reference library: ``tdlcourse``'s package folder. A grading kernel must neither import
+    it nor read it, so that a hidden test's reference is computed only by the grader."""
+    import tdlcourse
+
+    return _existing([os.path.dirname(os.path.realpath(tdlcourse.__file__))])
+
+
 def default_plan(course_paths: list[str], scratch_root: str, *, uid_base: int | None = DEFAULT_UID_BASE,
                  memory_mb: int | None = None) -> SandboxPlan:
-    """The strongest plan for this process (before probing): namespace and uid drop when root."""
+    """The strongest plan for this process (before probing): namespace and uid drop when root;
+    the course, the homes and the reference library (``reference_paths``) hidden."""
     from jupyter_core.paths import jupyter_runtime_dir
 
-    hide = _existing(list(course_paths) + [jupyter_runtime_dir(), os.path.expanduser("~"), "/home", "/root",
-                                           "/run/user"])
+    hide = _existing(list(course_paths) + reference_paths() + [jupyter_runtime_dir(), os.path.expanduser("~"),
+                                                               "/home", "/root", "/run/user"])
     private = _existing([tempfile.gettempdir(), "/tmp", "/var/tmp", "/dev/shm", scratch_root])
     hide = [h for h in _minimal(hide) if not any(_inside(h, p) for p in private)]
     private = _minimal(private)
@@ -170,8 +179,9 @@ def _weaken(plan: SandboxPlan, mode: str) -> SandboxPlan:
 
 
 def probe(plan: SandboxPlan, scratch_root: str, secret_paths: list[str], *, require: bool = False) -> SandboxPlan:
-    """Try ``plan`` and weaker modes with a probe process that must import ``ipykernel`` and
-    ``tdlcourse`` and must NOT be able to open any of ``secret_paths``. Returns the first mode
+    """Try ``plan`` and weaker modes with a probe process that must import ``ipykernel``, numpy and
+    ``tdlcheck`` and must NOT be able to import ``tdlcourse`` (in the namespace mode) or open any
+    of ``secret_paths``. Returns the first mode
     that passes, with warnings for what was given up. ``require=True`` raises ``RuntimeError``
     instead of falling back to ``none``.
     """
@@ -188,6 +198,9 @@ def probe(plan: SandboxPlan, scratch_root: str, secret_paths: list[str], *, requ
         candidate = _weaken(plan, mode)
         ok, why = _probe_once(candidate, scratch_root, secret_paths)
         if ok:
+            if not candidate.namespace:
+                warnings.append("without a mount namespace the reference library (tdlcourse) is importable by "
+                                "student code: verdicts are still the grader's, but an answer could call it")
             return replace(candidate, warnings=tuple(warnings))
         warnings.append(f"sandbox mode {mode!r} is not available here: {why}")
     if require:
@@ -200,8 +213,14 @@ def probe(plan: SandboxPlan, scratch_root: str, secret_paths: list[str], *, requ
 
 _PROBE_CODE = """
 import json, os, sys
-import ipykernel, tdlcourse
+import ipykernel, numpy, tdlcheck
 readable = []
+if sys.argv[2] == "1":
+    try:
+        import tdlcourse.capacity
+        readable.append("tdlcourse.capacity (importable)")
+    except ImportError:
+        pass
 for p in json.loads(sys.argv[1]):
     try:
         if os.path.isdir(p):
@@ -219,7 +238,8 @@ def _probe_once(plan: SandboxPlan, scratch_root: str, secret_paths: list[str]) -
     scratch = make_scratch(scratch_root, plan.uid(0))
     try:
         cmd = launcher_command(plan, slot=0, scratch=scratch,
-                               argv=[sys.executable, "-c", _PROBE_CODE, json.dumps(secret_paths)])
+                               argv=[sys.executable, "-c", _PROBE_CODE, json.dumps(secret_paths),
+                                     "1" if plan.namespace else "0"])
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=kernel_env(scratch, {}),
                            start_new_session=True)
     except (OSError, subprocess.TimeoutExpired) as e:
