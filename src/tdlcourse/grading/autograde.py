@@ -372,6 +372,7 @@ def _record(nbg: _Nbgrader, course: Course, result: gx.Result, notes: tuple, tes
     stage = _stage_path(course, assignment, student)
     nb = nbformat.reads(result.notebook, as_version=4)
     res = nbg.resources(student, assignment, name, str(dest))
+    tests.disarm(name, nb)
     nb, res, _ = nbg.run(nbg.post_save, nb, res)
     verdicts = tests.verdicts(name, nb)
     before, after = (trusted.probe_snapshot({"outputs": o or []}) for o in result.probe)

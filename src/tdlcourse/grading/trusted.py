@@ -518,6 +518,18 @@ class TrustedTests:
                     out.refs[(gid, s.name)] = references(s)
         return out
 
+    def disarm(self, notebook: str, nb) -> None:
+        """In the cells the grader scores, turn results (``execute_result``) into plain display data:
+        nbgrader would read a number there as partial credit (and fail on one above the cell's
+        points), and the kernel's word counts for nothing here."""
+        cells = self.specs.get(notebook, {})
+        for c in nb.cells:
+            if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") in cells:
+                for o in c.get("outputs", []):
+                    if o.get("output_type") == "execute_result":
+                        o["output_type"] = "display_data"
+                        o.pop("execution_count", None)
+
     def verdicts(self, notebook: str, nb) -> list[CellVerdict]:
         cells = self.specs.get(notebook, {})
         by_id = {c.get("metadata", {}).get("nbgrader", {}).get("grade_id"): c for c in nb.cells}
