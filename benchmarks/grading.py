@@ -153,11 +153,17 @@ def main() -> None:
             d.mkdir(parents=True)
             nbformat.write(submission(release, source, i), d / "hw01.ipynb")
             (d / "timestamp.txt").write_text("2026-11-22 12:00:00.000000 UTC")
-        t_stock, t_tdl, loads = [], [], [os.getloadavg()[0]]
+        t_stock, t_tdl, t_plain, loads = [], [], [], [os.getloadavg()[0]]
         for rep in range(args.repeats):
-            stock, ours = work / f"stock{rep}", work / f"tdl{rep}"
+            stock, ours, plain = work / f"stock{rep}", work / f"tdl{rep}", work / f"plain{rep}"
             shutil.copytree(base, stock)
             shutil.copytree(base, ours)
+            shutil.copytree(base, plain)
+            # Same-run baseline for trusted checking: tdl grade as it was before it (in-kernel
+            # hidden tests, the reference library visible, no probe, no scan).
+            print(f"[{rep + 1}/{args.repeats}] tdl grade without trusted checks ...", end=" ", flush=True)
+            t_plain.append(sh([sys.executable, "-c", PLAIN_GRADE, str(plain), str(args.jobs)], plain, env)[0])
+            print(f"{t_plain[-1]:.1f} s", flush=True)
             print(f"[{rep + 1}/{args.repeats}] stock nbgrader autograde ...", end=" ", flush=True)
             t_stock.append(sh([BIN / "nbgrader", "autograde", "hw01"], stock, env)[0])
             print(f"{t_stock[-1]:.1f} s; tdl grade --jobs {args.jobs} ...", end=" ", flush=True)
@@ -168,7 +174,9 @@ def main() -> None:
             print(f"{t:.1f} s (load average {loads[-1]:.1f})", flush=True)
         sandbox = next((ln.split("sandbox: ", 1)[1] for ln in r.stdout.splitlines() if "sandbox: " in ln), "?")
         ratios = [a / b for a, b in zip(t_stock, t_tdl)]
-        t_stock, t_tdl = statistics.median(t_stock), statistics.median(t_tdl)
+        costs = [a / b for a, b in zip(t_tdl, t_plain)]
+        t_stock, t_tdl, t_plain = statistics.median(t_stock), statistics.median(t_tdl), statistics.median(t_plain)
+        same_plain = scores(plain) == scores(ours)
 
         a, b = scores(stock), scores(ours)
         same = a == b and len(a) == args.students * 4
@@ -194,6 +202,18 @@ def main() -> None:
             "|---|---:|---:|---:|",
             f"| stock `nbgrader autograde hw01` | {t_stock:.1f} | {t_stock / args.students:.2f} | 1.00 |",
             f"| `tdl grade hw01 --jobs {args.jobs}` | {t_tdl:.1f} | {t_tdl / args.students:.2f} | **{ratio:.2f}x** |",
+            "",
+            "Cost of trusted checking (verdicts outside the kernel, the reference hidden, tampering probe and "
+            "scan) against `tdl grade` without it, same run:",
+            "",
+            "| grader | wall time (s) | ratio to the baseline |",
+            "|---|---:|---:|",
+            f"| `tdl grade` without trusted checks (in-kernel hidden tests) | {t_plain:.1f} | 1.00 |",
+            f"| `tdl grade` with trusted checks | {t_tdl:.1f} | **{t_tdl / t_plain:.3f}** (target <= 1.10; per run: "
+            f"{', '.join(f'{c:.3f}' for c in costs)}) |",
+            "",
+            f"Scores identical with and without trusted checks (honest and wrong answers, no cheating): "
+            f"**{'yes' if same_plain else 'NO'}**.",
             "",
             f"Scores identical on every cell of every student: **{'yes' if same else 'NO'}**"
             + ("" if same else f" (first differences: {diffs[:5]})") + ".",
@@ -223,6 +243,15 @@ def main() -> None:
             raise SystemExit("scores differ between stock nbgrader and tdl grade")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+PLAIN_GRADE = """
+import sys
+from tdlcourse.grading.autograde import grade
+from tdlcourse.grading.course import load_course
+run = grade(load_course(sys.argv[1]), "hw01", jobs=int(sys.argv[2]), progress=False, trusted_checks=False)
+sys.exit(0 if run.ok else 1)
+"""
 
 
 if __name__ == "__main__":

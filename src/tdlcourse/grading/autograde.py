@@ -277,9 +277,10 @@ def _prepare(nbg: _Nbgrader, course: Course, assignment: str, student: str, sha:
         for note in notes:
             sub.reasons.append(f"{name}: {note}")
         only = _graded_cells(course, assignment, name, nb)
-        task = gx.Task((student, assignment, name), nbformat.writes(nb), str(stage), limits, probe=trusted.PROBE_CODE,
-                       only=only)
-        tasks.append((task, (notes, tuple(trusted.scan(nb)))))
+        on = nbg.trusted
+        task = gx.Task((student, assignment, name), nbformat.writes(nb), str(stage), limits,
+                       probe=trusted.PROBE_CODE if on else None, only=only, check_mode="emit" if on else None)
+        tasks.append((task, (notes, tuple(trusted.scan(nb)) if on else ())))
         sub.pending += 1
 
 
@@ -440,7 +441,7 @@ def _write_record(course: Course, assignment: str, student: str, data: dict) -> 
 
 
 def make_plan(course: Course, mode: str, jobs: int, scratch_root: str, memory_mb: int | None = None,
-              uid_base: int | None = sandbox.DEFAULT_UID_BASE):
+              uid_base: int | None = sandbox.DEFAULT_UID_BASE, hide_reference: bool = True):
     """The sandbox plan of a run: probed once (``mode``: ``auto`` falls back with warnings,
     ``require`` raises when no isolation is possible, ``off`` runs kernels in a scratch copy only).
     ``uid_base``: the first of the run's uids (see ``sandbox.reserve_uids``)."""
@@ -451,7 +452,7 @@ def make_plan(course: Course, mode: str, jobs: int, scratch_root: str, memory_mb
     db = course.sqlite_path()
     if db is not None:
         hide.append(str(db.parent))
-    plan = sandbox.default_plan(hide, scratch_root, uid_base=base, memory_mb=memory_mb)
+    plan = sandbox.default_plan(hide, scratch_root, uid_base=base, memory_mb=memory_mb, hide_reference=hide_reference)
     if mode == "off":
         return sandbox.SandboxPlan("none", warnings=("isolation turned off (--sandbox off): kernels run as "
                                                      "the grader's user in a scratch copy",))
@@ -462,10 +463,12 @@ def make_plan(course: Course, mode: str, jobs: int, scratch_root: str, memory_mb
 
 def grade(course: Course, assignment: str, *, jobs: int = 2, limits: gx.Limits | None = None,
           students=None, force: bool = False, sandbox_mode: str = "auto", memory_mb: int | None = None,
-          progress: bool = True) -> GradeRun:
+          progress: bool = True, trusted_checks: bool = True) -> GradeRun:
     """Autograde every collected submission of ``assignment`` (or only ``students``) with ``jobs``
     worker processes; see the module docstring. Raises ``CourseError`` for an unknown assignment
-    or student and ``ValueError`` for bad limits; returns a ``GradeRun``."""
+    or student and ``ValueError`` for bad limits; returns a ``GradeRun``. ``trusted_checks=False``
+    grades the way ``tdl grade`` did before trusted checking (in-kernel hidden tests, the reference
+    library visible, no probe): only for ``benchmarks/grading.py``'s same-run baseline."""
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise ValueError(f"jobs={jobs!r} must be a positive integer")
     if memory_mb is not None and (not isinstance(memory_mb, int) or memory_mb < 256):
@@ -485,18 +488,21 @@ def grade(course: Course, assignment: str, *, jobs: int = 2, limits: gx.Limits |
     with course_lock(course), warnings.catch_warnings():
         # nbgrader's add_submission trips a harmless SQLAlchemy 2 autoflush warning per submission.
         warnings.filterwarnings("ignore", message=r"Object of type <\w+> not in session")
-        return _grade_locked(course, assignment, submitted, jobs, limits, force, sandbox_mode, memory_mb, progress, t0)
+        return _grade_locked(course, assignment, submitted, jobs, limits, force, sandbox_mode, memory_mb, progress, t0,
+                             trusted_checks)
 
 
-def _grade_locked(course, assignment, submitted, jobs, limits, force, sandbox_mode, memory_mb, progress, t0):
+def _grade_locked(course, assignment, submitted, jobs, limits, force, sandbox_mode, memory_mb, progress, t0,
+                  trusted_checks=True):
     import shutil
 
     from tqdm import tqdm
 
     nbg = _Nbgrader(course)
+    nbg.trusted = trusted_checks
     cd = nbg.coursedir
     try:  # the trusted inputs and references, from the gradebook's copy of the tests, once per run
-        tests = trusted.TrustedTests.from_gradebook(course, assignment)
+        tests = trusted.TrustedTests.from_gradebook(course, assignment) if trusted_checks else trusted.TrustedTests()
     except trusted.TrustedCheckError as e:
         raise CourseError(f"the hidden tests of {assignment} in the gradebook cannot be checked: {e}") from None
     source_sha = _sha(_files(course.path("source", ".", assignment), cd.ignore), course.root)
@@ -522,7 +528,8 @@ def _grade_locked(course, assignment, submitted, jobs, limits, force, sandbox_mo
         held = contextlib.ExitStack()
         try:
             uid_base = held.enter_context(sandbox.reserve_uids(jobs, int(env_base) if env_base else None))
-            pool.plan = plan = make_plan(course, sandbox_mode, jobs, scratch_root, memory_mb, uid_base)
+            pool.plan = plan = make_plan(course, sandbox_mode, jobs, scratch_root, memory_mb, uid_base,
+                                         hide_reference=trusted_checks)
             if plan.uid_base is not None:
                 restrict_permissions(course)
             plan_desc, plan_warnings = plan.describe(), plan.warnings

@@ -78,6 +78,7 @@ class Task:
     env: tuple[tuple[str, str], ...] | None = None  # trusted notebooks only: the kernel's whole environment
     probe: str | None = None  # code run before the first and after the last cell (trusted.PROBE_CODE)
     only: tuple[int, ...] | None = None  # run only these cells (a lab's graded cells); None: all
+    check_mode: str | None = "emit"  # TDL_CHECK_MODE of the kernel: "emit" (trusted checks) or None (in-kernel)
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,8 @@ async def _run(task: Task, plan, slot: int, scratch: str) -> Result:
     try:
         try:
             env = dict(task.env) if task.env is not None else \
-                sandbox.kernel_env(scratch, {"NBGRADER_EXECUTION": "autograde", "TDL_CHECK_MODE": "emit"})
+                sandbox.kernel_env(scratch, {"NBGRADER_EXECUTION": "autograde",
+                                             **({"TDL_CHECK_MODE": task.check_mode} if task.check_mode else {})})
             await km.start_kernel(cwd=scratch, env=env,
                                   stdout=log, stderr=log, extra_arguments=client.extra_arguments)
             client.kc = km.client()

@@ -150,12 +150,12 @@ def reference_paths() -> list[str]:
 
 
 def default_plan(course_paths: list[str], scratch_root: str, *, uid_base: int | None = DEFAULT_UID_BASE,
-                 memory_mb: int | None = None) -> SandboxPlan:
+                 memory_mb: int | None = None, hide_reference: bool = True) -> SandboxPlan:
     """The strongest plan for this process (before probing): namespace and uid drop when root;
     the course, the homes and the reference library (``reference_paths``) hidden."""
     from jupyter_core.paths import jupyter_runtime_dir
 
-    hide = _existing(list(course_paths) + reference_paths() + [jupyter_runtime_dir(), os.path.expanduser("~"),
+    hide = _existing(list(course_paths) + (reference_paths() if hide_reference else []) + [jupyter_runtime_dir(), os.path.expanduser("~"),
                                                                "/home", "/root", "/run/user"])
     private = _existing([tempfile.gettempdir(), "/tmp", "/var/tmp", "/dev/shm", scratch_root])
     hide = [h for h in _minimal(hide) if not any(_inside(h, p) for p in private)]
@@ -239,7 +239,7 @@ def _probe_once(plan: SandboxPlan, scratch_root: str, secret_paths: list[str]) -
     try:
         cmd = launcher_command(plan, slot=0, scratch=scratch,
                                argv=[sys.executable, "-c", _PROBE_CODE, json.dumps(secret_paths),
-                                     "1" if plan.namespace else "0"])
+                                     "1" if plan.namespace and set(reference_paths()) & set(plan.hide) else "0"])
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=kernel_env(scratch, {}),
                            start_new_session=True)
     except (OSError, subprocess.TimeoutExpired) as e:
