@@ -280,7 +280,7 @@ def _prepare(nbg: _Nbgrader, course: Course, assignment: str, student: str, sha:
         on = nbg.trusted
         task = gx.Task((student, assignment, name), nbformat.writes(nb), str(stage), limits,
                        probe=trusted.PROBE_CODE if on else None, only=only, check_mode="emit" if on else None)
-        tasks.append((task, (notes, tuple(trusted.scan(nb)) if on else ())))
+        tasks.append((task, (notes, tuple(trusted.scan(nb, only)) if on else ())))
         sub.pending += 1
 
 

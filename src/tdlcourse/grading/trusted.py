@@ -365,13 +365,14 @@ def scan_source(source: str) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def scan(nb) -> list[str]:
-    """``scan_source`` over the cells a student could write (every code cell that is not locked;
-    locked cells were restored from the gradebook), each finding with its cell."""
+def scan(nb, only=None) -> list[str]:
+    """``scan_source`` over the cells a student could write that the grader runs (every code cell
+    that is not locked, within ``only`` when given: locked cells were restored from the
+    gradebook, and a lab's experiment cells do not run), each finding with its cell."""
     out = []
     for i, cell in enumerate(nb.cells):
         meta = cell.get("metadata", {}).get("nbgrader", {})
-        if cell.get("cell_type") != "code" or meta.get("locked"):
+        if cell.get("cell_type") != "code" or meta.get("locked") or (only is not None and i not in only):
             continue
         where = meta.get("grade_id") or f"cell {i}"
         out += [f"{where}: {why}" for why in scan_source(cell.get("source", ""))]
