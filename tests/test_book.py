@@ -4,8 +4,10 @@ a real headless Chromium every page of _toc.yml loads offline with figures, math
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -65,6 +67,112 @@ def test_no_page_references_a_cdn(site):
         text = (site / page).read_text()
         for host in ("cdn.jsdelivr.net", "cdnjs.cloudflare.com", "unpkg.com", "cdn.plot.ly", "googleapis.com"):
             assert host not in text, f"{page} references {host}"
+
+
+GRADED_LABS = [p for p in sorted(ROOT.glob("labs/*.ipynb"))
+               if any(c.metadata.get("nbgrader") for c in nbformat.read(p, as_version=4).cells)]
+
+
+MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
+
+
+class _Text(HTMLParser):
+    """The text a reader sees (code included: highlighted code is text split over spans)."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.parts, self._skip = [], 0
+
+    def handle_starttag(self, tag, attrs):
+        self._skip += tag in ("script", "style")
+
+    def handle_endtag(self, tag):
+        self._skip -= tag in ("script", "style") and self._skip > 0
+
+    def handle_data(self, data):
+        if not self._skip:
+            self.parts.append(data)
+
+
+def page_text(html: str) -> str:
+    p = _Text()
+    p.feed(html)
+    return re.sub(r"\s+", " ", "".join(p.parts))
+
+
+def graded_secrets(nb_path: Path) -> list[str]:
+    """What a reader of the book must never see, read from the graded notebook itself: every line of
+    its solution regions and hidden tests, the reference names, and the model answers' sentences."""
+    secrets = [*MARKERS, "tdlcheck"]
+    for cell in nbformat.read(nb_path, as_version=4).cells:
+        meta = cell.metadata.get("nbgrader", {})
+        for begin, end in (("BEGIN SOLUTION", "END SOLUTION"), ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS")):
+            for region in re.findall(rf"{begin}[^\n]*\n(.*?)\n[^\n]*{end}", cell.source, re.S):
+                secrets += [line.strip() for line in region.splitlines() if len(line.strip()) >= 12]
+        secrets += re.findall(r"against=\"([\w.]+)\"", cell.source)
+        if cell.cell_type == "markdown" and meta.get("solution"):
+            # the model answer's sentences, as rendered (no markdown or HTML characters)
+            secrets += [s.strip() for s in re.split(r"[.;:()]", cell.source)
+                        if len(s.strip()) >= 30 and not re.search(r"[*`$<>_\\]", s)]
+    return secrets
+
+
+def test_graded_secrets_are_found_in_the_source():
+    """The leak test below is only as good as its list: it holds solution lines, hidden-test lines,
+    the reference's name and model-answer sentences of every graded lab."""
+    assert GRADED_LABS, "no lab has nbgrader metadata (every lab ends with a graded Your turn)"
+    for lab in GRADED_LABS:
+        secrets = graded_secrets(lab)
+        text = "\n".join(c.source for c in nbformat.read(lab, as_version=4).cells)
+        assert any(s.startswith("check(") for s in secrets), f"{lab.name}: no hidden check found"
+        assert any(s.startswith("tdlcourse.") for s in secrets), f"{lab.name}: no reference name found"
+        assert sum(len(s) >= 30 and s[0].isalpha() and " " in s for s in secrets) >= 3, "no model answer found"
+        assert all(s in text for s in secrets)
+
+
+@pytest.mark.parametrize("lab", GRADED_LABS, ids=lambda p: p.name)
+def test_book_shows_the_student_version_of_graded_labs(site, lab):
+    """The page of a graded lab shows its Your turn section as released to students: the stubs,
+    no solution, no hidden test, no model answer; so do the page's download (``_sources``) and the
+    search index."""
+    page = site / "labs" / (lab.stem + ".html")
+    text = page_text(page.read_text())
+    assert "Your turn" in text
+    assert "# YOUR CODE HERE raise NotImplementedError()" in text, "the code stub is not on the page"
+    assert "YOUR ANSWER HERE" in text, "the answer stub is not on the page"
+    assert re.search(r"the lab ran in \d+\.\d s", text), "the lab's last cell (its running time) did not run"
+    download = site / "_sources" / "labs" / lab.name
+    assert download.is_file(), f"{download} (the page's download button) is missing"
+    dl = nbformat.read(download, as_version=4)
+    dl_text = "\n".join(c.source for c in dl.cells)
+    assert "raise NotImplementedError()" in dl_text and "YOUR ANSWER HERE" in dl_text
+    index = (site / "searchindex.js").read_text()
+    for secret in graded_secrets(lab):
+        norm = re.sub(r"\s+", " ", secret)
+        assert norm not in text, f"{page.name} shows {secret!r}"
+        assert secret not in dl_text, f"the download of {lab.name} holds {secret!r}"
+        if " " not in secret and len(secret) > 20:
+            assert secret not in index, f"the search index holds {secret!r}"
+    # nor anything else the build wrote: doctrees, the executed copy in jupyter_execute/, any
+    # execution cache (the markers themselves are named in prose on other pages)
+    lines = [s.encode() for s in graded_secrets(lab) if s not in MARKERS]
+    for f in site.parent.rglob("*"):
+        if f.is_file() and f.stat().st_size < 50_000_000:
+            data = f.read_bytes()
+            leaked = [s for s in lines if s in data]
+            assert not leaked, f"{f.relative_to(site.parent)} holds {leaked[0]!r}"
+
+
+@pytest.mark.parametrize("page", sorted((ROOT / "book").glob("[0-9][0-9]_*.md")), ids=lambda p: p.name)
+def test_chapter_ends_with_oral_exam_questions_then_references(page, site):
+    text = page.read_text()
+    headings = re.findall(r"^## (.+)$", text, re.M)
+    assert headings[-2:] == ["Questions for the oral exam", "References"], headings
+    questions = text.split("## Questions for the oral exam")[1].split("## References")[0]
+    n = len(re.findall(r"^\d+\. ", questions, re.M))
+    assert 5 <= n <= 8, f"{page.name}: {n} oral exam questions (5 to 8)"
+    html = page_text((site / "book" / (page.stem + ".html")).read_text())
+    assert "Questions for the oral exam" in html and "Your turn" in html
 
 
 def test_a_notebook_that_raises_fails_the_build(tmp_path):

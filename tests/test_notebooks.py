@@ -65,3 +65,124 @@ def test_lab01_stated_results_hold_at_cpu_scale(tmp_path, monkeypatch):
         pytest.fail(f"{path.name} at scale=cpu: cell {e.exec_count} raised {e.ename}: {e.evalue}", pytrace=False)
     text = "".join(o.get("text", "") for c in out.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert text.count("[ok]") == 4 and "FAILS" not in text
+
+
+# --- the graded "Your turn" section every lab ends with ---------------------------------------
+
+LABS = sorted(ROOT.glob("labs/*.ipynb"))
+GRADED_LABS = [p for p in LABS if any(c.metadata.get("nbgrader") for c in nbformat.read(p, as_version=4).cells)]
+
+
+def _graded_cells(nb):
+    """The cells a lab's grader runs: those with nbgrader metadata or the tag ``tdl-graded``."""
+    return [c for c in nb.cells if c.cell_type == "code"
+            and (c.metadata.get("nbgrader") or "tdl-graded" in c.metadata.get("tags", []))]
+
+
+@pytest.mark.parametrize("path", LABS, ids=lambda p: p.name)
+def test_lab_ends_with_your_turn_and_prints_its_time(path):
+    nb = nbformat.read(path, as_version=4)
+    meta = {c.metadata["nbgrader"]["grade_id"]: (i, c) for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader")}
+    for gid in ("yourturn-intro", "yourturn-imports", "yourturn-solution", "yourturn-test", "yourturn-written"):
+        assert gid in meta, f"{path.name}: no cell with grade_id {gid!r}"
+        assert meta[gid][1].metadata["nbgrader"].get("schema_version") == 3, f"{path.name}: {gid} is not schema 3"
+    order = [meta[g][0] for g in ("yourturn-intro", "yourturn-imports", "yourturn-solution", "yourturn-test",
+                                  "yourturn-written")]
+    assert order == sorted(order), f"{path.name}: the Your turn cells are out of order"
+    assert "Your turn" in meta["yourturn-intro"][1].source
+    assert "tdl-graded" in meta["yourturn-imports"][1].metadata.get("tags", [])
+    solution, test = meta["yourturn-solution"][1], meta["yourturn-test"][1]
+    assert solution.metadata["nbgrader"]["solution"] and "### BEGIN SOLUTION" in solution.source
+    t = test.metadata["nbgrader"]
+    assert t["grade"] and t["locked"] and t["points"] > 0 and not t["solution"]
+    visible, _, hidden = test.source.partition("### BEGIN HIDDEN TESTS")
+    assert "assert " in visible and "tdlcourse" not in visible, "the visible test must not name the reference"
+    assert "from tdlcheck import check" in hidden and 'against="tdlcourse.' in hidden
+    w = meta["yourturn-written"][1]
+    assert w.cell_type == "markdown" and w.metadata["nbgrader"]["grade"] and w.metadata["nbgrader"]["solution"]
+    assert w.metadata["nbgrader"]["points"] > 0
+    last = nb.cells[-1]
+    assert last.cell_type == "code" and "time.perf_counter()" in last.source and "print(" in last.source, \
+        f"{path.name}: the last cell must print the lab's running time"
+
+
+@pytest.mark.parametrize("path", GRADED_LABS, ids=lambda p: p.name)
+def test_graded_cells_run_without_tdlcourse(path, tmp_path):
+    """The grader runs only the graded cells, in a kernel without tdlcourse: the solution and its
+    tests (hidden tests emit their outputs as data, TDL_CHECK_MODE=emit) run with tdlcourse blocked."""
+    import json
+    import subprocess
+    import sys
+
+    code = "\n\n".join(c.source for c in _graded_cells(nbformat.read(path, as_version=4)))
+    script = tmp_path / "graded.py"
+    script.write_text(
+        "import sys\nsys.modules['tdlcourse'] = None  # `import tdlcourse` raises\n"
+        "import IPython.display\n_records = []\n"
+        "IPython.display.display = lambda obj, raw=False: _records.append(obj)\n"
+        + code + "\n\nimport json\nprint(json.dumps([r['application/vnd.tdl.check+json'] for r in _records]))\n")
+    env = {**os.environ, "TDL_CHECK_MODE": "emit"}
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, f"{path.name}: the graded cells failed without tdlcourse:\n{r.stderr[-3000:]}"
+    records = json.loads(r.stdout.strip().splitlines()[-1])
+    assert records, f"{path.name}: no hidden check emitted its outputs"
+    for rec in records:
+        errors = [o["error"] for o in rec["outputs"] if "error" in o]
+        assert not errors and rec["n"] == len(rec["outputs"]) > 0, f"{rec['name']}: {errors[:3]}"
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("nbgrader")
+@pytest.mark.parametrize("path", GRADED_LABS, ids=lambda p: p.name)
+def test_lab_round_trips_through_nbgrader(path, tmp_path, monkeypatch):
+    """A lab works as an nbgrader assignment (source/labNN/labNN.ipynb): generate_assignment
+    succeeds, the release holds no solution or hidden test and is what the book shows (book/_ext
+    makes the same student version); at TDL_SCALE=ci the source scores full autograded marks and
+    the release scores 0 (~45 s)."""
+    import shutil
+    import subprocess
+
+    from nbgrader.api import Gradebook
+
+    from conftest import tool
+
+    monkeypatch.syspath_prepend(str(ROOT / "book" / "_ext"))
+    from tdl_student import student_version
+
+    name = "lab" + path.name.split("_")[0]
+    course = tmp_path / "course"
+    (course / "source" / name).mkdir(parents=True)
+    shutil.copy(ROOT / "assignments" / "nbgrader_config.py", course)
+    shutil.copy(path, course / "source" / name / f"{name}.ipynb")
+    env = {**os.environ, "TDL_SCALE": "ci", "TDL_STATIC": "1"}
+
+    def nbgrader(*args):
+        r = subprocess.run([tool("nbgrader"), *args], cwd=course, env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+
+    for student in ("good_student", "blank_student"):
+        nbgrader("db", "student", "add", student)
+    nbgrader("db", "assignment", "add", name)
+    nbgrader("generate_assignment", name, "--force")
+    released = course / "release" / name / f"{name}.ipynb"
+    text = released.read_text()
+    for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS", "tdlcheck"):
+        assert marker not in text, f"{name} released with {marker!r}"
+    rel = nbformat.read(released, as_version=4)
+    book = student_version(nbformat.read(path, as_version=4), skip_tag=None)
+    assert [c.source for c in rel.cells] == [c.source for c in book.cells], \
+        "the book's student version differs from nbgrader's release"
+    for student, src in (("good_student", path), ("blank_student", released)):
+        dest = course / "submitted" / student / name
+        dest.mkdir(parents=True)
+        shutil.copy(src, dest / f"{name}.ipynb")
+        (dest / "timestamp.txt").write_text("2026-11-22 12:00:00.000000 UTC")
+    nbgrader("autograde", name, "--force")
+    total = sum(c.metadata["nbgrader"].get("points", 0) for c in rel.cells
+                if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade"))
+    assert total > 0
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        for student, want in (("good_student", total), ("blank_student", 0.0)):
+            sub = gb.find_submission_notebook(name, name, student)
+            auto = sum(g.score for g in sub.grades if g.auto_score is not None and g.cell.cell_type == "code")
+            assert auto == pytest.approx(want), f"{student} scored {auto} of {total} on {name}"

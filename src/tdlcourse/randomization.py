@@ -13,12 +13,66 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 from torch import nn
 
 from . import data as _data
 from . import models, train
 
 KINDS = ("true labels", "random labels", "gaussian inputs")
+
+
+def _finite_array(name: str, value, ndim: int) -> np.ndarray:
+    a = np.asarray(value, dtype=np.float64)
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must be a {ndim}-D array of numbers, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} must hold finite numbers only (found NaN or inf)")
+    return a
+
+
+def interpolating_relu_net(X, y, a, X_query) -> np.ndarray:
+    """Outputs at the rows of ``X_query`` of the two-layer ReLU network of Zhang, Bengio, Hardt,
+    Recht and Vinyals (2017, Theorem 1) that fits the targets ``y`` at the rows of ``X`` exactly.
+
+    The construction (chapter 1, "The random-label experiment"): project the n points
+    ``x_i`` (rows of ``X``, shape [n, d]) on the direction ``a`` (shape [d]),
+    ``z_i = <a, x_i>``, which must be distinct, and sort them, ``z_(1) < ... < z_(n)``, with the
+    targets ``y_(i)`` in the same order. Take the thresholds ``b_1 = z_(1) - 1`` and
+    ``b_j = (z_(j-1) + z_(j)) / 2`` for ``j = 2, ..., n``, so that
+    ``b_1 < z_(1) < b_2 < z_(2) < ... < b_n < z_(n)``. The matrix ``A_ij = relu(z_(i) - b_j)`` is
+    lower triangular with a positive diagonal, and ``w = A^{-1} y`` gives the network
+
+        f(x) = sum_j w_j relu(<a, x> - b_j)
+
+    with ``d + n`` hidden-layer weights (``a`` shared, one bias per unit) and ``n`` output weights,
+    ``2n + d`` in all, and ``f(x_i) = y_i`` for every i. Returns ``f`` at the rows of ``X_query``
+    (shape [q, d]) as a float64 array of shape [q].
+    """
+    X = _finite_array("X", X, 2)
+    n, d = X.shape
+    if n < 1:
+        raise ValueError("X must hold at least one point (one row), got 0 rows")
+    y = _finite_array("y", y, 1)
+    if y.shape != (n,):
+        raise ValueError(f"y must have one target per row of X, shape ({n},), got {y.shape}")
+    a = _finite_array("a", a, 1)
+    if a.shape != (d,):
+        raise ValueError(f"a must be a direction in R^d with d = X.shape[1] = {d}, shape ({d},), got {a.shape}")
+    X_query = _finite_array("X_query", X_query, 2)
+    if X_query.shape[1] != d:
+        raise ValueError(f"X_query must have d = {d} columns like X, got shape {X_query.shape}")
+    z = X @ a
+    order = np.argsort(z, kind="stable")
+    z, y = z[order], y[order]
+    if n > 1 and not (np.diff(z) > 0).all():
+        i = int(np.flatnonzero(np.diff(z) <= 0)[0])
+        raise ValueError(f"a gives equal projections <a, x_i> for rows {int(order[i])} and {int(order[i + 1])} "
+                         "of X; the projections must be distinct (almost every direction a works)")
+    b = np.concatenate([[z[0] - 1.0], (z[:-1] + z[1:]) / 2])
+    A = np.maximum(z[:, None] - b[None, :], 0.0)
+    w = np.linalg.solve(A, y)
+    return np.maximum((X_query @ a)[:, None] - b[None, :], 0.0) @ w
 
 
 @dataclass(frozen=True)

@@ -383,7 +383,7 @@ def scan(nb, only=None) -> list[str]:
 # trusted) and after the last (a student who defeats it needs code the static scan reports).
 PROBE_CODE = r"""
 def __tdl_probe(mime=%(mime)r, watched=%(watched)r):
-    import sys, importlib
+    import sys
     from types import ModuleType
     from IPython.display import display
     ip = get_ipython()
@@ -391,17 +391,24 @@ def __tdl_probe(mime=%(mime)r, watched=%(watched)r):
         f = getattr(f, "__func__", f)
         return (getattr(f, "__module__", None) or type(f).__module__ or "?") + "." + \
             (getattr(f, "__qualname__", None) or type(f).__qualname__)
-    mods = {}
+    # Only modules already loaded (importing numpy here would cost every notebook 0.1 s): the
+    # ids of their attributes, and for every watched module loaded by now the attributes that are
+    # functions written in the notebook (a patch needs no baseline to be seen).
+    mods, foreign = {}, []
     for m in watched:
-        try:
-            mod = importlib.import_module(m) if m not in sys.modules else sys.modules[m]
-        except Exception:
+        mod = sys.modules.get(m)
+        if mod is None:
             continue
         mods[m] = {k: id(v) for k, v in vars(mod).items() if not k.startswith("_") or k in ("__import__", "__build_class__")}
+        for k, v in vars(mod).items():
+            owner = getattr(v, "__module__", "") if callable(v) else ""
+            if owner == "__main__" or getattr(v, "__qualname__", "") == "<lambda>":
+                foreign.append(m + "." + k)
     snap = {
         "modules": {k: [id(v), "module" if v is None or isinstance(v, ModuleType) else type(v).__name__]
                     for k, v in list(sys.modules.items())},
         "attrs": mods,
+        "foreign": foreign,
         "hooks": {
             "input_transformers_cleanup": [name(f) for f in ip.input_transformers_cleanup],
             "input_transformers_post": [name(f) for f in ip.input_transformers_post],
@@ -479,6 +486,10 @@ def probe_findings(before: dict | None, after: dict | None, *, kernel_died: bool
         gone = [k for k in mb if k not in ma]
         if gone:
             out.append(f"removes {len(gone)} module(s) from sys.modules ({', '.join(sorted(gone)[:3])}...)")
+        foreign = [a for a in after.get("foreign", []) if a not in before.get("foreign", [])]
+        if foreign:
+            out.append(f"replaces {', '.join(foreign[:5])} by code from the notebook"
+                       + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""))
         for m, attrs in before["attrs"].items():
             now = after["attrs"].get(m, {})
             changed = sorted(k for k, v in attrs.items() if k in now and now[k] != v and (m, k) not in _VOLATILE)
