@@ -1,16 +1,18 @@
 """tdl: run notebooks at a scale, and a whole term of nbgrader from the command line.
 
     tdl roster import roster.csv        add/update students (idempotent; prints what changed)
-    tdl release hw01 [--due DATE]       check at scale="ci", generate, release to the exchange
+    tdl release hw01 [--due DATE]       check hidden tests and run at scale="ci", generate, release
+    tdl release lab01                   the same for a lab, from labs/01_*.ipynb
     tdl collect hw01                    collect submissions from the exchange
-    tdl grade hw01 [--jobs N] [--timeout S]   autograde in parallel, isolated, with a summary
+    tdl grade hw01 [--jobs N] [--timeout S]   autograde in parallel, isolated; verdicts reached outside
+                                        the kernel; tampering flagged in the summary
     tdl feedback hw01 [--with-solutions]      generate and release feedback
     tdl exam import exam.csv            oral exam scores (id, score, note; idempotent)
     tdl export grades.csv               every score of every student
     tdl export grades.csv --final [--weights labs=0.2,assignments=0.3,exam=0.5]
                                         per-component and final grades, one row per student
     tdl report hw01                     HTML report with a histogram per autograded cell
-    tdl run NOTEBOOK [--scale ci]       execute a notebook at a scale (papermill)
+    tdl run NOTEBOOK [--scale ci]       execute a notebook at a scale (parameters injected as papermill does)
 
 The course is found from ``--course``, ``$TDL_COURSE``, or the current directory (or its
 ``assignments/`` folder). Bad input prints one clear message and exits with status 2, having
@@ -179,7 +181,7 @@ def parser() -> argparse.ArgumentParser:
     ri.add_argument("csv")
     ri.set_defaults(func=cmd_roster)
 
-    r = sub.add_parser("release", help="check at scale='ci', generate and release an assignment")
+    r = sub.add_parser("release", help="check the hidden tests and run at scale='ci', generate and release an assignment or lab (labNN: from labs/)")
     r.add_argument("assignment")
     r.add_argument("--due", help="due date, e.g. '2026-12-01 17:00' (UTC) or '2026-12-01T17:00+01:00'")
     r.add_argument("--no-check", action="store_true", help="skip running the source at scale='ci'")
