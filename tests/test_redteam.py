@@ -201,7 +201,9 @@ def _make_course(path, env):
 def redteam(tmp_path_factory):
     work = tmp_path_factory.mktemp("redteam")
     env = {k: v for k, v in os.environ.items() if k not in ("TDL_EXCHANGE", "TDL_GRADEBOOK", "TDL_COURSE_ID")}
-    env.update(PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", TDL_SCALE="ci", OMP_NUM_THREADS="1")
+    # A term secret: the hidden inputs differ from the public ones, in the kernel and in the grader.
+    env.update(PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", TDL_SCALE="ci", OMP_NUM_THREADS="1",
+               TDL_TERM_SECRET="red-team-term")
     tdl, course = str(BIN / "tdl"), work / "tdl"
     _make_course(course, env)
     out = {"course": course}

@@ -246,3 +246,16 @@ def test_asserts_on_student_values_inside_a_check_statement_are_dropped():
               "    assert vc_gap(1, _m, 0.05) > 0\n"
               "    check(f'q{_m}', vc_gap, cases=[(1, _m, 0.05)], against='tdlcourse.capacity.vc_gap')\n")
     assert [s.name for s in trusted.extract_checks(source)] == ["q100", "q200"]
+
+
+def test_term_secret_changes_the_hidden_inputs(monkeypatch):
+    source = ("from tdlcheck import check, rng\nimport tdlcheck as t\n_r = rng('q')\n"
+              "check('q', f, cases=[(float(_r.normal()), t.rng('q2').integers(9))], against='math.hypot')\n")
+    monkeypatch.delenv(tdlcheck.SECRET_ENV, raising=False)
+    public = trusted.extract_checks(source)[0]
+    assert public.cases[0][0] == float(tdlcheck.rng("q").normal())
+    monkeypatch.setenv(tdlcheck.SECRET_ENV, "spring-2027")
+    secret = trusted.extract_checks(source)[0]
+    assert secret.digest != public.digest and secret.cases[0][0] == float(tdlcheck.rng("q").normal())
+    with pytest.raises(ValueError, match="name="):
+        tdlcheck.rng("")

@@ -35,7 +35,22 @@ import os
 
 MIME = "application/vnd.tdl.check+json"
 MODE_ENV = "TDL_CHECK_MODE"
-__all__ = ["check", "encode", "decode", "digest", "compare", "MIME"]
+SECRET_ENV = "TDL_TERM_SECRET"
+__all__ = ["check", "rng", "encode", "decode", "digest", "compare", "MIME"]
+
+
+def rng(name: str):
+    """The random generator of a hidden test's inputs: numpy's ``default_rng`` seeded from ``name``
+    and the term's secret (``$TDL_TERM_SECRET``; unset: a public seed, the same every term). With a
+    secret only the instructor knows, the public solutions in the repository do not reveal the
+    term's hidden inputs. ``tdl grade`` passes the secret to the grading kernels and uses it for
+    the trusted inputs; for stock nbgrader, export it before ``nbgrader autograde``."""
+    import numpy as np
+
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name={name!r} must be a non-empty string")
+    secret = os.environ.get(SECRET_ENV, "")
+    return np.random.default_rng(int.from_bytes(hashlib.sha256(f"{secret}\0{name}".encode()).digest()[:16], "little"))
 
 
 def encode(value):

@@ -290,7 +290,7 @@ def kernel_env(scratch: str, extra: dict[str, str]) -> dict[str, str]:
         "JUPYTER_RUNTIME_DIR": os.path.join(scratch, ".runtime"), "TMPDIR": "/tmp",
         "JUPYTER_PLATFORM_DIRS": "1",
     }
-    for name in ("TDL_SCALE", "TDL_DEVICE", "CUDA_VISIBLE_DEVICES"):
+    for name in ("TDL_SCALE", "TDL_DEVICE", "CUDA_VISIBLE_DEVICES", "TDL_TERM_SECRET"):
         if name in os.environ:
             env[name] = os.environ[name]
     env.update(extra)

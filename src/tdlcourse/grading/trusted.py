@@ -111,14 +111,21 @@ class _Trusted(ast.NodeTransformer):
         return ast.copy_location(ast.Pass(), node)
 
     def visit_Import(self, node):
+        # ``import tdlcheck [as t]`` binds the trusted stand-in (``check`` records, the rest is tdlcheck's)
+        out = [ast.Assign([ast.Name(a.asname or "tdlcheck", ast.Store())], ast.Name("__tdl_module", ast.Load()))
+               for a in node.names if a.name == "tdlcheck"]
         keep = [a for a in node.names if a.name.split(".")[0] != "tdlcheck"]
-        if not keep:
-            return ast.copy_location(ast.Pass(), node)
-        node.names = keep
-        return node
+        if keep:
+            node.names = keep
+            out.append(node)
+        return [ast.copy_location(n, node) for n in out] or ast.copy_location(ast.Pass(), node)
 
     def visit_ImportFrom(self, node):
-        return ast.copy_location(ast.Pass(), node) if (node.module or "").split(".")[0] == "tdlcheck" else node
+        if (node.module or "").split(".")[0] != "tdlcheck":
+            return node
+        return [ast.copy_location(ast.Assign([ast.Name(a.asname or a.name, ast.Store())],
+                                             ast.Attribute(ast.Name("__tdl_module", ast.Load()), a.name, ast.Load())),
+                                  node) for a in node.names]
 
     def visit_Call(self, node):
         self.generic_visit(node)
@@ -175,8 +182,9 @@ def extract_checks(source: str, where: str = "test cell") -> tuple[CheckSpec, ..
                 raise TrustedCheckError(f"{where}: check {name!r}: {what}={v!r} must be a number >= 0")
         specs.append(CheckSpec(name, against, tuple(cases), tdlcheck.digest(cases), float(rtol), float(atol)))
 
+    stand_in = SimpleNamespace(**{k: getattr(tdlcheck, k) for k in tdlcheck.__all__ if k != "check"}, check=record)
     ns = {"__name__": "__tdl_trusted__", "np": np, "numpy": np, "math": math, "check": record,
-          "tdlcheck": SimpleNamespace(check=record)}
+          "tdlcheck": stand_in, "__tdl_module": stand_in}
     for stmt in tree.body:
         code = compile(ast.Module([stmt], []), where, "exec")
         try:
