@@ -106,7 +106,7 @@ def one_of(name: str, value, allowed: Iterable):
 
 def boolean(name: str, value) -> bool:
     """A bool (numpy bools included)."""
-    if not isinstance(value, bool) and type(value).__name__ != "bool_":
+    if not isinstance(value, bool) and type(value).__name__ not in ("bool_", "bool"):
         raise ValueError(f"{name}={_show(value)} must be True or False")
     return bool(value)
 
