@@ -37,6 +37,9 @@ def test_data_validation_before_any_training():
         data.Data(x, y, x, y, num_classes=2)
     with pytest.raises(ValueError, match="y_test holds the label -1"):
         data.Data(x, y, x, torch.tensor([0, -1, 0, 0, 0]), num_classes=3)
+    with pytest.raises(ValueError, match="num_classes=True must be an integer >= 1"):
+        data.Data(x, y, x, y, num_classes=True)
+    assert type(data.Data(x, y, x, y, num_classes=np.int64(3)).num_classes) is int
     d = data.Data(x, y, x[:2], y[:2], num_classes=3, name="toy")
     assert d.d_in == 3 and d.to("cpu").x_train.device.type == "cpu"
     d2 = d.with_train(y_train=torch.zeros(5, dtype=torch.long), name="zeros")

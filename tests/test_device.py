@@ -133,4 +133,7 @@ def test_compile_backend_choice():
     assert device.compile_backend("eager") == "eager"
     with pytest.raises(ValueError, match=r"compile='turbo'.*'eager'"):
         device.compile_backend("turbo")
+    assert device.compile_backend(np.bool_(True)) == "inductor" and device.compile_backend(np.bool_(False)) is None
+    with pytest.raises(ValueError, match="compile=1 must be True or False"):
+        device.compile_backend(1)  # not a bool, though 1 == True
     device.synchronize("cpu")  # a no-op on CPU

@@ -202,8 +202,14 @@ def test_bad_input_raises_value_error():
         mf.chi1("sigmoid", 1.0, 0.1)
     with pytest.raises(ValueError, match="c="):
         mf.cmap("tanh", 1.0, 1.5, 1.0, 0.1)
-    with pytest.raises(ValueError, match="q="):
+    with pytest.raises(ValueError, match=r"q\[1\]=-2 must lie in \[0, inf\)"):  # the bad entry of an array
         mf.qmap("tanh", [1.0, -2.0], 1.0, 0.1)
+    with pytest.raises(ValueError, match=r"c\[0, 1\]=nan"):
+        mf.pair_expectation("erf", 1.0, 1.0, [[0.5, math.nan]])
+    with pytest.raises(ValueError, match="sigma_w2=True must be a finite real number"):
+        mf.qmap("tanh", 1.0, True, 0.1)
+    with pytest.raises(ValueError, match="q0=0 must lie in"):
+        mf.qstar("tanh", 1.5, 0.05, q0=0.0)
 
 
 def test_divergence_warns_and_flags():

@@ -76,7 +76,7 @@ def test_dtype_and_device_arguments():
     (dict(activation="swish"), r"activation='swish'.*'relu', 'tanh'"),
     (dict(init="xavier"), r"init='xavier'.*'default', 'gaussian', 'orthogonal'"),
     (dict(init="gaussian"), r"needs sigma_w2"),
-    (dict(sigma_w2=-1.0), r"sigma_w2=-1.0"),
+    (dict(sigma_w2=-1.0), r"sigma_w2=-1 must lie in \[0, inf\)"),
     (dict(sigma_w2=1.0, sigma_b2=-0.1), r"sigma_b2=-0.1"),
     (dict(d_out=True), r"d_out=True"),
 ])

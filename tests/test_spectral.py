@@ -128,3 +128,7 @@ def test_bad_input():
         sp.frequency_target(np.zeros(3), [1, 2], [1.0])
     with pytest.raises(ValueError, match="n="):
         sp.circle_points(0)
+    with pytest.raises(ValueError, match=r"freqs\[1\]=-2 must be an integer >= 0"):
+        sp.frequency_target(np.zeros(3), [1, -2], [1.0, 1.0])
+    np.testing.assert_allclose(sp.frequency_target(np.ones(3), [1.0, 2.0], [1.0, 1.0]),
+                               sp.frequency_target(np.ones(3), [1, 2], [1.0, 1.0]))  # 2.0 is frequency 2

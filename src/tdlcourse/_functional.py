@@ -31,6 +31,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from .validate import one_of
+
 MODES = ("train", "eval")
 _MODE_DEPENDENT = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd,
                    nn.modules.instancenorm._InstanceNorm)
@@ -160,8 +162,7 @@ def batch_size(batch: tuple[torch.Tensor, torch.Tensor]) -> int:
 
 def check_mode(model: nn.Module, mode: str | None) -> None:
     """Validate ``mode``; ``None`` is refused when the model has BatchNorm/dropout layers."""
-    if mode is not None and mode not in MODES:
-        raise ValueError(f"mode={mode!r} is not allowed; use 'train', 'eval' or None")
+    one_of("mode", mode, MODES + (None,))
     if mode is None:
         dep = [n or type(m).__name__ for n, m in model.named_modules() if isinstance(m, _MODE_DEPENDENT)]
         if dep:

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .validate import in_interval, integer, nonnegative, positive, positive_int, probability
+
 if TYPE_CHECKING:  # torch is imported where it is used: the bounds above the MLP norms need only numpy
     import torch   # (an autograding kernel that checks vc_gap starts 1.2 s faster)
     from torch import nn
@@ -32,13 +34,10 @@ def vc_gap(d: int, m: int, delta: float) -> float:
     ``0 < delta < 1``. ``vc_gap(100, 1797, 0.05) = 0.686746``. A value above 1 means the bound
     is vacuous for the 0-1 loss; it is returned as computed, never clipped.
     """
-    for name, v in (("d", d), ("m", m)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}={v!r} must be a positive integer")
+    d, m = positive_int("d", d), positive_int("m", m)
     if d > m:
         raise ValueError(f"d={d} must be <= m={m} (the bound uses ln(e m / d) with m >= d)")
-    if not (0.0 < float(delta) < 1.0):
-        raise ValueError(f"delta={delta!r} must lie in the open interval (0, 1)")
+    delta = probability("delta", delta, open_=True)
     return math.sqrt(2.0 * d * math.log(math.e * m / d) / m) + math.sqrt(math.log(1.0 / delta) / (2.0 * m))
 
 
@@ -48,10 +47,7 @@ def vc_vacuous_dimension(m: int, delta: float, level: float = 1.0) -> int:
     in d on [1, m] (its derivative in d is proportional to ln(m/d) >= 0), so a bisection is exact.
     Raises ``ValueError`` when even d = m stays below ``level``.
     ``vc_vacuous_dimension(1258, 0.05)`` is the answer to question 2 of assignment 1."""
-    if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-        raise ValueError(f"m={m!r} must be a positive integer")
-    if not (isinstance(level, (int, float)) and math.isfinite(level) and level > 0):
-        raise ValueError(f"level={level!r} must be a positive number")
+    m, level = positive_int("m", m), positive("level", level)
     if vc_gap(m, m, delta) < level:
         raise ValueError(f"vc_gap(d, m={m}, delta={delta}) stays below level={level} for every d <= m")
     lo, hi = 0, m  # vc_gap(lo) < level <= vc_gap(hi), with vc_gap(0) read as 0
@@ -106,15 +102,11 @@ def rademacher_linear(points) -> float:
 
 # ============================================================================ PAC-Bayes
 
-def _check_bound_args(emp_risk, kl, m, delta, m_min: int = 1) -> None:
-    if not (0.0 <= float(emp_risk) <= 1.0):
-        raise ValueError(f"emp_risk={emp_risk!r} must lie in [0, 1] (an empirical 0-1 risk)")
-    if not (math.isfinite(float(kl)) and float(kl) >= 0.0):
-        raise ValueError(f"kl={kl!r} must be a finite number >= 0 (KL(Q || P) in nats)")
-    if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < m_min:
-        raise ValueError(f"m={m!r} must be an integer >= {m_min} (the number of samples)")
-    if not (0.0 < float(delta) < 1.0):
-        raise ValueError(f"delta={delta!r} must lie in the open interval (0, 1)")
+def _check_bound_args(emp_risk, kl, m, delta, m_min: int = 1) -> tuple[float, float, int, float]:
+    """(emp_risk, kl, m, delta) normalized: an empirical 0-1 risk in [0, 1], KL(Q || P) >= 0 in nats,
+    m >= m_min samples, delta in (0, 1)."""
+    return (probability("emp_risk", emp_risk), nonnegative("kl", kl), integer("m", m, lo=m_min),
+            probability("delta", delta, open_=True))
 
 
 def mcallester_bound(emp_risk: float, kl: float, m: int, delta: float) -> float:
@@ -126,8 +118,8 @@ def mcallester_bound(emp_risk: float, kl: float, m: int, delta: float) -> float:
     KL in nats; needs m >= 2. ``mcallester_bound(0.03, 5000, 55000, 0.025) = 0.243529``.
     Returned as computed (a value above 1 is vacuous), never clipped.
     """
-    _check_bound_args(emp_risk, kl, m, delta, m_min=2)
-    return float(emp_risk) + math.sqrt((float(kl) + math.log(2.0 * m / float(delta))) / (2.0 * (m - 1)))
+    emp_risk, kl, m, delta = _check_bound_args(emp_risk, kl, m, delta, m_min=2)
+    return emp_risk + math.sqrt((kl + math.log(2.0 * m / delta)) / (2.0 * (m - 1)))
 
 
 def kl_bernoulli(q: float, p: float) -> float:
@@ -147,13 +139,8 @@ def kl_inverse(q: float, c: float, tol: float = 1e-12) -> float:
     kl(q || lo) <= c < kl(q || hi) until hi - lo <= ``tol``; the upper end ``hi`` is returned, so the
     answer is never below the exact inverse and at most ``tol`` above it.
     """
-    if not (0.0 <= float(q) <= 1.0):
-        raise ValueError(f"q={q!r} must lie in [0, 1]")
-    if not (float(c) >= 0.0) or math.isnan(float(c)):
-        raise ValueError(f"c={c!r} must be >= 0")
-    if not (0.0 < float(tol) < 1e-2):
-        raise ValueError(f"tol={tol!r} must lie in (0, 0.01)")
-    q, c = float(q), float(c)
+    q, c = probability("q", q), nonnegative("c", c)
+    tol = in_interval("tol", tol, 0.0, 1e-2, closed="neither")
     if c == 0.0:
         return q  # (bisection would only resolve p to ~sqrt(eps) here: kl is flat at p = q)
     if q >= 1.0 or kl_bernoulli(q, 1.0) <= c:
@@ -176,38 +163,27 @@ def pac_bayes_kl_bound(emp_risk: float, kl: float, m: int, delta: float, tol: fl
 
     so L(Q) <= kl_inverse(L_hat, c) (to ``tol``). Always at most the Pinsker form L_hat + sqrt(c / 2).
     """
-    _check_bound_args(emp_risk, kl, m, delta)
-    c = (float(kl) + math.log(2.0 * math.sqrt(m) / float(delta))) / m
-    return kl_inverse(float(emp_risk), c, tol)
+    emp_risk, kl, m, delta = _check_bound_args(emp_risk, kl, m, delta)
+    c = (kl + math.log(2.0 * math.sqrt(m) / delta)) / m
+    return kl_inverse(emp_risk, c, tol)
 
 
 # ============================================================================ norms of MLPs
 
-def _lipschitz_acts() -> tuple[type, ...]:
-    from torch import nn
-    return (nn.ReLU, nn.Tanh)
+# 1-Lipschitz activations: the spectral complexity of Bartlett et al. 2017 takes rho_i = 1.
+_LIPSCHITZ = ("relu", "tanh")
 
 
-def _linear_layers(model: nn.Module, acts: tuple[type, ...] | None = None) -> list[nn.Linear]:
-    """The Linear layers of an nn.Sequential MLP whose other layers are in ``acts`` (default ReLU)
-    or pass-through."""
-    from torch import nn
-    acts = (nn.ReLU,) if acts is None else acts
-    if not isinstance(model, nn.Sequential):
-        raise ValueError(f"model must be an nn.Sequential MLP (e.g. tdlcourse.models.mlp); got {type(model).__name__}")
-    out: list[nn.Linear] = []
-    for layer in model.modules():
-        if isinstance(layer, nn.Sequential):
-            continue
-        if isinstance(layer, nn.Linear):
-            out.append(layer)
-        elif not isinstance(layer, acts + (nn.Identity, nn.Flatten, nn.Dropout)):
-            names = ", ".join(a.__name__ for a in acts)
-            raise ValueError(f"model contains {type(layer).__name__}; supported: Linear, {names}, Identity, "
-                             "Flatten, Dropout")
-    if not out:
-        raise ValueError("model must contain at least one nn.Linear layer")
-    return out
+def _mlp(model: nn.Module, activations: tuple[str, ...] = ("relu",)) -> tuple:
+    """``layers.parse_mlp`` of an MLP read at inference (Dropout = identity) with these activations."""
+    from .layers import parse_mlp  # imports torch: only here (see the imports above)
+    return parse_mlp(model, activations=activations, dropout=True)
+
+
+def _linear_layers(model: nn.Module, activations: tuple[str, ...] = ("relu",)) -> list:
+    """The ``layers.Linear`` specs (``.weight`` [out, in], ``.bias``) of an MLP (see ``_mlp``)."""
+    from .layers import linear_layers
+    return linear_layers(_mlp(model, activations))
 
 
 def _work(t: torch.Tensor) -> torch.Tensor:
@@ -227,8 +203,7 @@ def path_norm(model: nn.Module, p: float = 2, bias: bool = True) -> float:
     Invariant under rescaling a hidden neuron (incoming weights and bias times c > 0, outgoing
     weights times 1/c). Requires p >= 1.
     """
-    if not (isinstance(p, (int, float)) and not isinstance(p, bool) and 1 <= p < math.inf):
-        raise ValueError(f"p={p!r} must be a finite number >= 1")
+    p = in_interval("p", p, 1.0, math.inf, closed="left")
     import torch
     layers = _linear_layers(model)
     w0 = layers[0].weight
@@ -260,11 +235,11 @@ def spectral_complexity(model: nn.Module, ref=None) -> float:
     """
     import torch
     from torch import nn
-    layers = _linear_layers(model, _lipschitz_acts())
+    layers = _linear_layers(model, _LIPSCHITZ)
     if ref is None:
         refs = [None] * len(layers)
     elif isinstance(ref, nn.Module):
-        refs = [lin.weight for lin in _linear_layers(ref, _lipschitz_acts())]
+        refs = [lin.weight for lin in _linear_layers(ref, _LIPSCHITZ)]
     else:
         refs = list(ref)
     if len(refs) != len(layers):
@@ -332,19 +307,16 @@ def margins(model: nn.Module, X, y) -> torch.Tensor:
     in {0, -1}. Computed from the weights (Dropout as identity): the model's mode is not used.
     """
     import torch
-    from torch import nn
-    layers = [l for l in model.modules() if not isinstance(l, nn.Sequential)]
-    _linear_layers(model, _lipschitz_acts())
-    w0 = next(l.weight for l in layers if isinstance(l, nn.Linear))
-    h = torch.as_tensor(X).detach().to(w0.device, _work(w0).dtype).flatten(1)
+    from .layers import Activation, Linear
+    layers = _mlp(model, _LIPSCHITZ)
+    w0 = next(l.weight for l in layers if isinstance(l, Linear))
+    h = torch.as_tensor(X).detach().to(w0.device, _work(w0).dtype).flatten(1)  # so Flatten layers are no-ops
     with torch.no_grad():
         for layer in layers:
-            if isinstance(layer, nn.Linear):
+            if isinstance(layer, Linear):
                 h = h @ _work(layer.weight).T + (_work(layer.bias) if layer.bias is not None else 0.0)
-            elif isinstance(layer, nn.ReLU):
-                h = h.clamp_min(0.0)
-            elif isinstance(layer, nn.Tanh):
-                h = torch.tanh(h)
+            elif isinstance(layer, Activation):
+                h = layer(h)
     y = torch.as_tensor(y).to(h.device).long().reshape(-1)
     if y.shape[0] != h.shape[0]:
         raise ValueError(f"y has {y.shape[0]} labels for {h.shape[0]} inputs")
@@ -387,10 +359,8 @@ def measures(model: nn.Module, data, *, margin_quantile: float = 0.05, delta: fl
     values and the bound are +inf, with a warning.
     """
     import torch
-    if not (0.0 <= float(margin_quantile) < 1.0):
-        raise ValueError(f"margin_quantile={margin_quantile!r} must lie in [0, 1)")
-    if not (0.0 < float(delta) < 1.0):
-        raise ValueError(f"delta={delta!r} must lie in the open interval (0, 1)")
+    margin_quantile = in_interval("margin_quantile", margin_quantile, 0.0, 1.0, closed="left")
+    delta = probability("delta", delta, open_=True)
     try:
         X, y = data
     except (TypeError, ValueError):

@@ -1,5 +1,6 @@
 """Curvature of the training loss: Hessian-vector products, extreme eigenvalues, trace, spectral
-density and the dense Hessian of tiny models.
+density and the dense Hessian of tiny models; ``hutchpp_trace`` is the Hutch++ estimator for any
+matrix given by its products.
 
 Notation (book, chapter 10): theta in R^P are the trainable parameters (layout in
 ``tdlcourse._functional``), L(theta) = sum_b (n_b/N) loss_fn(f_theta(x_b), y_b) the loss of the data
@@ -25,7 +26,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
@@ -33,16 +34,28 @@ from torch.func import grad, jvp, vmap
 
 from ._functional import (Batches, ParamSpec, batch_size, check_loss, check_mode, functional_loss,
                           param_spec, use_mode)
+from .validate import in_interval, integer, one_of, positive, positive_int
 
 HVP_METHODS = ("double_backward", "forward_over_reverse")
 WHICH = ("largest", "smallest", "both")
 TRACE_METHODS = ("hutch++", "hutchinson")
 
-__all__ = ["HessianOperator", "hvp", "EigResult", "hessian_eigs", "TraceResult", "hessian_trace",
-           "DensityResult", "hessian_density", "gaussian_smooth", "full_hessian"]
+__all__ = ["HessianOperator", "GradientGraph", "hvp", "EigResult", "hessian_eigs", "TraceResult", "hessian_trace",
+           "hutchpp_trace", "DensityResult", "hessian_density", "gaussian_smooth", "full_hessian"]
 
 
 # ------------------------------------------------------------------------------ Hessian operator
+
+class GradientGraph(NamedTuple):
+    """g = nabla L(theta) with its autograd graph (``create_graph=True``): each double-backward
+    product H v = nabla_theta (g . v) is one more backward pass through it."""
+
+    leaves: list[torch.Tensor]           # theta as leaf tensors, one per parameter (ParamSpec order)
+    grads: tuple[torch.Tensor | None, ...]  # dL/d leaf; None where L does not depend on the parameter
+    live: list[int]                      # parameters whose gradient has a graph (the others: zero Hessian rows)
+    loss: float                          # L(theta), the sample-weighted mean over the batches
+    n_samples: int                       # N, the number of samples the graph covers
+
 
 class HessianOperator:
     """The linear map v -> H v, H = nabla^2_theta L(theta), for one model, loss and data.
@@ -66,12 +79,14 @@ class HessianOperator:
     ``is_grads_batched`` on GPU; ``batched_backward`` overrides). ``n_hvp`` counts products
     (vectors times data passes). ``mode`` and ``seed`` (the dropout masks in train mode) as in
     ``tdlcourse._functional``.
+
+    With the graph cached (``cached``; the loss is then ``loss``), ``quad(z)`` gives z^T H z without
+    the flattened product; ``loss_on(batch)`` evaluates the loss on other data at the same theta.
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable, batch, *, mode: str | None = None,
                  method: str = "double_backward", seed: int = 0, batched_backward: bool | None = None):
-        if method not in HVP_METHODS:
-            raise ValueError(f"method={method!r} is not allowed; use one of {HVP_METHODS}")
+        one_of("method", method, HVP_METHODS)
         check_mode(model, mode)
         self.model, self.loss_fn, self.mode, self.method, self.seed = model, loss_fn, mode, method, seed
         self.batched_backward = batched_backward
@@ -80,11 +95,11 @@ class HessianOperator:
         self._f = functional_loss(model, loss_fn, mode)
         self._theta = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
         self.n_hvp = 0
-        self._graph = None
-        self.loss: float | None = None
+        self._graph: GradientGraph | None = None
+        self.loss: float | None = None  # L(theta) when the graph is cached
         if method == "double_backward" and self.batches.fixed:
             self._graph = self._build_graph(enumerate(self.batches))
-            self.loss = self._graph[3]
+            self.loss = self._graph.loss
         else:
             self._check_first_batch()
 
@@ -93,15 +108,41 @@ class HessianOperator:
         return self.spec.n
 
     @property
+    def cached(self) -> bool:
+        """True when the gradient graph is built once and kept (double backward, data in memory)."""
+        return self._graph is not None
+
+    @property
     def gradient(self) -> torch.Tensor | None:
         """nabla L(theta) as a flat vector when the cached graph holds it (else None)."""
         if self._graph is None:
             return None
         return self.spec.flatten([g.detach() if g is not None else torch.zeros(s, device=self.spec.device,
-                                  dtype=self.spec.dtype) for g, s in zip(self._graph[1], self.spec.shapes)])
+                                  dtype=self.spec.dtype) for g, s in zip(self._graph.grads, self.spec.shapes)])
+
+    def loss_on(self, batch: tuple[torch.Tensor, torch.Tensor], index: int = 0) -> float:
+        """L_b(theta) on one (other) batch, without a graph; ``index`` picks the dropout masks
+        (seed + index) as for the operator's own ``index``-th batch."""
+        with torch.no_grad(), use_mode(self.model, self.mode, self.seed + index):
+            return float(self._f(self._theta, batch))
+
+    def quad(self, z: torch.Tensor) -> float:
+        """z^T H z for one vector ``z`` (P,) on the cached graph, parameter block by block (no
+        flattened H z is built). Counts as one product in ``n_hvp``."""
+        if self._graph is None:
+            raise ValueError("quad needs the cached gradient graph (method='double_backward', data in memory)")
+        leaves, grads, live = self._graph.leaves, self._graph.grads, self._graph.live
+        self.n_hvp += 1
+        if not live:
+            return 0.0
+        zs = self.spec.unflatten(z)
+        zl = [zs[self.spec.names[i]] for i in live]
+        hz = torch.autograd.grad([grads[i] for i in live], leaves, zl, retain_graph=True, allow_unused=True)
+        return float(sum(torch.dot(h.reshape(-1), zs[name].reshape(-1))
+                         for h, name in zip(hz, self.spec.names) if h is not None))
 
     # g = nabla L with its graph: built once (cached) or per batch per product (loaders).
-    def _build_graph(self, items):
+    def _build_graph(self, items) -> GradientGraph:
         leaves = [t.detach().requires_grad_() for t in self._theta.values()]
         params = dict(zip(self.spec.names, leaves))
         total, count = 0.0, 0
@@ -120,7 +161,7 @@ class HessianOperator:
             raise ValueError("the loss does not depend on the model's trainable parameters")
         # Parameters the gradient is constant in (a loss linear in them) give no graph: zero rows.
         live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
-        return leaves, grads, live, float(total.detach()), count
+        return GradientGraph(leaves, grads, live, float(total.detach()), count)
 
     def _check_first_batch(self) -> None:
         leaves = {n: t.detach().requires_grad_() for n, t in self._theta.items()}
@@ -132,8 +173,8 @@ class HessianOperator:
             return
         raise ValueError("the data yielded no batches")
 
-    def _db_apply(self, graph, V: torch.Tensor) -> torch.Tensor:
-        leaves, grads, live = graph[:3]
+    def _db_apply(self, graph: GradientGraph, V: torch.Tensor) -> torch.Tensor:
+        leaves, grads, live = graph.leaves, graph.grads, graph.live
         b = V.shape[0]
         if not live:
             return self.spec.zeros(b)
@@ -184,8 +225,8 @@ class HessianOperator:
             out, count = self.spec.zeros(V.shape[0]), 0
             for i, b in enumerate(self.batches):
                 graph = self._build_graph([(i, b)])
-                out += graph[4] * self._db_apply(graph, V)
-                count += graph[4]
+                out += graph.n_samples * self._db_apply(graph, V)
+                count += graph.n_samples
             out /= count
         self.n_hvp += V.shape[0]
         return out.reshape(v.shape)
@@ -349,21 +390,13 @@ def hessian_eigs(model: nn.Module, loss_fn: Callable, batch, k: int = 1, which: 
     reachable in float32 (the product itself is that noisy): use a float64 model.
     """
     spec_n = param_spec(model).n
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k={k!r} must be a positive int")
-    if which not in WHICH:
-        raise ValueError(f"which={which!r} is not allowed; use one of {WHICH}")
+    k, which = positive_int("k", k), one_of("which", which, WHICH)
     if k > spec_n or (which == "both" and 2 * k > spec_n):
         raise ValueError(f"k={k} is larger than the number of parameters ({spec_n})"
                          + (" for which='both' (needs 2k <= P)" if which == "both" else ""))
-    if not (isinstance(tol, (int, float)) and 0 < tol < 1):
-        raise ValueError(f"tol={tol!r} must be in (0, 1)")
-    if not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"block_size={block_size!r} must be a positive int")
-    if max_steps is None:
-        max_steps = max(100, 20 * k)
-    if not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"max_steps={max_steps!r} must be a positive int")
+    tol = in_interval("tol", tol, 0.0, 1.0, closed="neither")
+    block_size = positive_int("block_size", block_size)
+    max_steps = positive_int("max_steps", max(100, 20 * k) if max_steps is None else max_steps)
     op = HessianOperator(model, loss_fn, batch, mode=mode, method=method, seed=seed)
     res = _lanczos(op, op.spec, k=k, which=which, tol=tol, block_size=block_size, max_steps=max_steps,
                    seed=seed, want_vectors=eigenvectors, hint=op.gradient if which != "smallest" else None)
@@ -406,17 +439,45 @@ def _rademacher(b: int, n: int, gen: torch.Generator, dev, dt) -> torch.Tensor:
     return _SIGNS.to(dt).index_select(0, bits).reshape(b, -1)[:, :n].to(dev)
 
 
-def _quad(op: HessianOperator, z: torch.Tensor) -> float:
-    """z^T H z for one vector on a cached graph, block by block (no flattened H z is built)."""
-    leaves, grads, live = op._graph[:3]
-    op.n_hvp += 1
-    if not live:
-        return 0.0
-    zs = op.spec.unflatten(z)
-    zl = [zs[op.spec.names[i]] for i in live]
-    hz = torch.autograd.grad([grads[i] for i in live], leaves, zl, retain_graph=True, allow_unused=True)
-    return float(sum(torch.dot(h.reshape(-1), zs[name].reshape(-1))
-                     for h, name in zip(hz, op.spec.names) if h is not None))
+def _deflate(Z: torch.Tensor, Q: torch.Tensor | None) -> torch.Tensor:
+    """The rows of Z projected off the rows of Q (orthonormal): z - Q^T Q z for each row z."""
+    return Z if Q is None else torch.addmm(Z, Z @ Q.T, Q, alpha=-1)
+
+
+def _sketch(matvec: Callable[[torch.Tensor], torch.Tensor], k: int, n: int, gen: torch.Generator,
+            dev, dt) -> tuple[torch.Tensor, float]:
+    """The exact part of Hutch++: Q = orth(A S) for a Rademacher sketch S of k <= n columns, as k
+    orthonormal rows, and tr(Q^T A Q). Costs 2k products."""
+    Q = torch.linalg.qr(matvec(_rademacher(k, n, gen, dev, dt)).T)[0].T.contiguous()
+    return Q, float((Q * matvec(Q)).sum())
+
+
+def hutchpp_trace(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, budget: int, *, seed: int = 0,
+                  device: torch.device | str | None = None, dtype: torch.dtype = torch.float64) -> float:
+    r"""Hutch++ estimate of tr(A) from ``budget`` products (Meyer, Musco, Musco & Woodruff 2021, Alg. 1).
+
+    With k = min(budget // 3, dim) sketch columns S and q = budget - 2k Rademacher probes g_i:
+
+    .. math:: \mathrm{tr}(A) \approx \mathrm{tr}(Q^\top A Q)
+              + \frac1q \sum_{i=1}^{q} g_i^\top (I - QQ^\top) A (I - QQ^\top) g_i, \qquad Q = \mathrm{orth}(A S).
+
+    Unbiased for every square A (tr A = tr(P A P) + tr((I-P) A (I-P)) for the projector P = Q Q^T);
+    for symmetric PSD A the relative error is O(1/budget) against Hutchinson's O(1/sqrt(budget)),
+    because the top of the spectrum is taken exactly. When k = dim, Q spans everything and the
+    result is exact (no probes are drawn). One draw, no error estimate, as curvlinops'
+    ``hutchpp_trace``: ``hessian_trace`` adds standard errors and a stopping rule on top.
+
+    ``matvec(V)`` maps a block of rows V (b, dim) to the rows of V A^T (for symmetric A the products
+    A v_i), the convention of ``HessianOperator``; ``budget >= 3``; ``seed`` fixes S and the g_i;
+    the vectors are built on ``device`` in ``dtype``.
+    """
+    dim, budget = positive_int("dim", dim), integer("budget", budget, lo=3)
+    gen = torch.Generator().manual_seed(seed)
+    Q, exact = _sketch(matvec, min(budget // 3, dim), dim, gen, device, dtype)
+    if Q.shape[0] == dim:
+        return exact
+    G = _deflate(_rademacher(budget - 2 * Q.shape[0], dim, gen, device, dtype), Q)
+    return exact + float((G * matvec(G)).sum(1).mean())
 
 
 def _chunks(op: HessianOperator, size: int | None) -> list | None:
@@ -425,17 +486,13 @@ def _chunks(op: HessianOperator, size: int | None) -> list | None:
     The check: the loss of all the data must equal the size-weighted mean of the chunk losses
     (fails for reduction='sum', BatchNorm in train mode, dropout in train mode, coupled losses).
     """
-    if size is None or op._graph is None:
+    if size is None or not op.cached:
         return None
     items = [(x[s:s + size], y[s:s + size]) for x, y in op.batches for s in range(0, len(x), size)]
     if len(items) < 4:
         return None
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for i, b in enumerate(items):
-            with use_mode(op.model, op.mode, op.seed + i):
-                total += float(op._f(op._theta, b)) * batch_size(b)
-            count += batch_size(b)
+    count = sum(batch_size(b) for b in items)
+    total = sum(op.loss_on(b, i) * batch_size(b) for i, b in enumerate(items))
     if abs(total / count - op.loss) > 1e-5 * abs(op.loss) + 1e-12:
         return None
     return items
@@ -451,7 +508,9 @@ def hessian_trace(model: nn.Module, loss_fn: Callable, batch, *, tol: float = 0.
     samples z_i^T H z_i and stderr = std(samples)/sqrt(m).
     Hutch++: Q = orth(H S) for a Rademacher sketch S (``sketch`` columns; 2*sketch products) and
     tr(H) = tr(Q^T H Q) + E[z^T (I-QQ^T) H (I-QQ^T) z]: the top of the spectrum (the outliers of a
-    trained net's Hessian, Sagun et al. 2017) is taken exactly and only the rest is sampled.
+    trained net's Hessian, Sagun et al. 2017) is taken exactly and only the rest is sampled. The
+    sketch is that of ``hutchpp_trace`` (a fixed budget, no error estimate); here the sampled term
+    gets as many probes as the stopping rule below asks for.
 
     Subsampled probes: when the loss is a per-sample mean, H = sum_k (n_k/N) H_k over data chunks of
     ``subsample`` samples, so z^T H_k z with chunk k drawn with probability n_k/N is also unbiased
@@ -467,16 +526,15 @@ def hessian_trace(model: nn.Module, loss_fn: Callable, batch, *, tol: float = 0.
     ``probes_per_pass`` at a time (one batched product, e.g. ``vmap`` with
     ``hvp_method="forward_over_reverse"``).
     """
-    if method not in TRACE_METHODS:
-        raise ValueError(f"method={method!r} is not allowed; use one of {TRACE_METHODS}")
-    if not (isinstance(tol, (int, float)) and 0 < tol < 1):
-        raise ValueError(f"tol={tol!r} must be in (0, 1)")
-    for name, val, lo in (("sketch", sketch, 1), ("min_probes", min_probes, 2), ("max_probes", max_probes, 2),
-                          ("probes_per_pass", probes_per_pass, 1)):
-        if not isinstance(val, int) or isinstance(val, bool) or val < lo:
-            raise ValueError(f"{name}={val!r} must be an int >= {lo}")
-    if subsample is not None and (not isinstance(subsample, int) or subsample < 1):
-        raise ValueError(f"subsample={subsample!r} must be a positive int (chunk size) or None")
+    one_of("method", method, TRACE_METHODS)
+    tol = in_interval("tol", tol, 0.0, 1.0, closed="neither")
+    sketch, probes_per_pass = positive_int("sketch", sketch), positive_int("probes_per_pass", probes_per_pass)
+    min_probes, max_probes = integer("min_probes", min_probes, lo=2), integer("max_probes", max_probes, lo=2)
+    if subsample is not None:
+        try:
+            subsample = positive_int("subsample", subsample)
+        except ValueError as e:
+            raise ValueError(f"{e} (the chunk size) or None") from None
     if max_probes < min_probes:
         raise ValueError(f"max_probes={max_probes} must be >= min_probes={min_probes}")
     op = HessianOperator(model, loss_fn, batch, mode=mode, method=hvp_method, seed=seed)
@@ -484,8 +542,7 @@ def hessian_trace(model: nn.Module, loss_fn: Callable, batch, *, tol: float = 0.
     gen = torch.Generator().manual_seed(seed)
     exact, Q = 0.0, None
     if method == "hutch++":
-        Q = torch.linalg.qr(op(_rademacher(min(sketch, n), n, gen, dev, dt)).T)[0].T.contiguous()
-        exact = float((Q * op(Q)).sum())
+        Q, exact = _sketch(op, min(sketch, n), n, gen, dev, dt)
     chunks = _chunks(op, subsample)
     sub_ops: dict[int, HessianOperator] = {}
     if chunks is not None:
@@ -493,16 +550,14 @@ def hessian_trace(model: nn.Module, loss_fn: Callable, batch, *, tol: float = 0.
         N = float(sizes.sum())
 
     def probe(kind: str, b: int) -> list[float]:
-        Z = _rademacher(b, n, gen, dev, dt)
-        if Q is not None:
-            Z = torch.addmm(Z, Z @ Q.T, Q, alpha=-1)
+        Z = _deflate(_rademacher(b, n, gen, dev, dt), Q)
         if kind == "full":
             return (Z * op(Z)).sum(1).double().cpu().tolist()
         out = []
         for z, k in zip(Z, torch.multinomial(sizes, b, replacement=True, generator=gen).tolist()):
             if k not in sub_ops:
                 sub_ops[k] = HessianOperator(model, loss_fn, chunks[k], mode=mode, seed=seed + k)
-            out.append(_quad(sub_ops[k], z))
+            out.append(sub_ops[k].quad(z))
         return out
 
     def draw(kind: str, m: int) -> list[float]:
@@ -593,11 +648,14 @@ def hessian_density(model: nn.Module, loss_fn: Callable, batch, *, steps: int = 
     defaults to 1% of the Ritz-value range; ``grid`` is a tensor of points or a point count spanning
     that range +- 5 widths.
     """
-    for name, val in (("steps", steps), ("n_runs", n_runs)):
-        if not isinstance(val, int) or isinstance(val, bool) or val < 1:
-            raise ValueError(f"{name}={val!r} must be a positive int")
-    if width is not None and not (isinstance(width, (int, float)) and width > 0):
-        raise ValueError(f"width={width!r} must be a positive number or None")
+    steps, n_runs = positive_int("steps", steps), positive_int("n_runs", n_runs)
+    if width is not None:
+        try:
+            width = positive("width", width)
+        except ValueError as e:
+            raise ValueError(f"{e} or None (1% of the Ritz-value range)") from None
+    if not isinstance(grid, torch.Tensor):
+        grid = integer("grid", grid, lo=2)  # a point count; a tensor of points is checked below
     op = HessianOperator(model, loss_fn, batch, mode=mode, method=method, seed=seed)
     n, dev, dt = op.dim, op.spec.device, op.spec.dtype
     steps = min(steps, n)
@@ -635,8 +693,6 @@ def hessian_density(model: nn.Module, loss_fn: Callable, batch, *, steps: int = 
     if width is None:
         width = 0.01 * (hi - lo) if hi > lo else max(abs(hi), 1.0) * 1e-3
     if isinstance(grid, int):
-        if grid < 2:
-            raise ValueError(f"grid={grid} must be >= 2 points or a tensor of points")
         grid = torch.linspace(lo - 5 * width, hi + 5 * width, grid, dtype=torch.float64)
     elif isinstance(grid, torch.Tensor) and grid.ndim == 1 and grid.numel() >= 2:
         grid = grid.detach().double().cpu()
@@ -659,12 +715,12 @@ def full_hessian(model: nn.Module, loss_fn: Callable, batch, *, mode: str | None
     products vectorised by ``vmap``, then symmetrised (H + H^T)/2 (the two halves agree to
     rounding). Refuses models with more than ``max_params`` parameters (memory P^2 and P products).
     """
+    max_params = positive_int("max_params", max_params)
     spec = param_spec(model)
     if spec.n > max_params:
         raise ValueError(f"the model has {spec.n} trainable parameters > max_params={max_params}; "
                          "full_hessian is for tiny models (use hessian_eigs/hessian_trace instead)")
-    if not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk={chunk!r} must be a positive int")
+    chunk = positive_int("chunk", chunk)
     op = HessianOperator(model, loss_fn, batch, mode=mode, method="forward_over_reverse")
     H = spec.zeros(spec.n)
     eye = torch.eye(spec.n, device=spec.device, dtype=spec.dtype)

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import validate
+
 
 @dataclass(frozen=True)
 class Data:
@@ -42,8 +44,7 @@ class Data:
         if len(self.x_train) == 0:
             raise ValueError("x_train is empty")
         if self.num_classes is not None:
-            if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
-                raise ValueError(f"num_classes={self.num_classes!r} must be a positive integer or None")
+            object.__setattr__(self, "num_classes", validate.positive_int("num_classes", self.num_classes))
             for split in ("train", "test"):
                 y = getattr(self, f"y_{split}")
                 if len(y) and not torch.is_floating_point(y):
@@ -77,8 +78,7 @@ def digits(test_fraction: float = 0.3, seed: int = 0, standardize: bool = True,
     """
     from sklearn.datasets import load_digits
 
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction={test_fraction!r} must lie in (0, 1)")
+    test_fraction = validate.in_interval("test_fraction", test_fraction, 0.0, 1.0, closed="neither")
     bunch = load_digits()
     x = bunch.data.astype(np.float64)
     y = bunch.target.astype(np.int64)
@@ -102,11 +102,9 @@ def corrupt_labels(y: torch.Tensor, fraction: float, num_classes: int, seed: int
     uniformly from ``range(num_classes)`` (so about 1/num_classes of them keep their label by chance),
     as in the partially corrupted labels of Zhang et al. 2017. ``fraction=1`` gives fully random labels.
     """
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"fraction={fraction!r} must lie in [0, 1]")
-    if num_classes < 2:
-        raise ValueError(f"num_classes={num_classes!r} must be >= 2")
-    g = torch.Generator().manual_seed(seed)
+    fraction = validate.probability("fraction", fraction)
+    num_classes = validate.integer("num_classes", num_classes, lo=2)
+    g = torch.Generator().manual_seed(validate.integer("seed", seed))
     n = len(y)
     k = int(round(fraction * n))
     idx = torch.randperm(n, generator=g)[:k]
@@ -117,13 +115,13 @@ def corrupt_labels(y: torch.Tensor, fraction: float, num_classes: int, seed: int
 
 def shuffle_labels(y: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """A random permutation of the labels: same class counts, no relation to the inputs."""
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(validate.integer("seed", seed))
     return y[torch.randperm(len(y), generator=g).to(y.device)]
 
 
 def gaussian_like(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """Gaussian inputs with the per-feature mean and variance of ``x`` (Zhang et al. 2017)."""
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(validate.integer("seed", seed))
     z = torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device)
     return x.mean(0, keepdim=True) + x.std(0, keepdim=True) * z
 
@@ -189,6 +187,7 @@ def cache_dir(root: str | os.PathLike | None = None) -> Path:
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex sha256 digest of a file, read in chunks."""
+    chunk = validate.positive_int("chunk", chunk)  # read(0) would stop at once: the digest of b""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -235,8 +234,7 @@ def fetch(name: str, root: str | os.PathLike | None = None, download: bool = Tru
     the file alone); missing ones are downloaded from the URLs of ``SOURCES[name]`` in order. Without
     network (or with ``download=False``) a ``DataUnavailableError`` says which files to put where.
     """
-    if name not in SOURCES:
-        raise ValueError(f"name={name!r} is not a known dataset; allowed: {', '.join(map(repr, SOURCES))}")
+    name = validate.one_of("name", name, SOURCES)
     src = SOURCES[name]
     folder = cache_dir(root) / src.name
     paths: dict[str, Path] = {}
@@ -347,8 +345,8 @@ def _image_data(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarr
                 dtype: torch.dtype) -> Data:
     rng = np.random.default_rng(seed)
     for label, n, total in (("n_train", n_train, len(xtr)), ("n_test", n_test, len(xte))):
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= total):
-            raise ValueError(f"{label}={n!r} must be an integer in [1, {total}] or None (all)")
+        if n is not None:  # None: all
+            validate.integer(label, n, lo=1, hi=total)
     if n_train is not None:
         keep = np.sort(rng.choice(len(xtr), n_train, replace=False))
         xtr, ytr = xtr[keep], ytr[keep]
@@ -371,6 +369,12 @@ def _image_data(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarr
     return Data(t(xtr, dtype), t(ytr, torch.long), t(xte, dtype), t(yte, torch.long), num_classes=10, name=name)
 
 
+def _check_subset_sizes(n_train, n_test) -> None:
+    for label, n in (("n_train", n_train), ("n_test", n_test)):
+        if n is not None:  # None: all; the upper bound (the split's size) is checked once it is read
+            validate.positive_int(label, n)
+
+
 def mnist(root: str | os.PathLike | None = None, *, download: bool = True, flatten: bool = False,
           standardize: bool = True, n_train: int | None = None, n_test: int | None = None, seed: int = 0,
           dtype: torch.dtype = torch.float32) -> Data:
@@ -380,6 +384,7 @@ def mnist(root: str | os.PathLike | None = None, *, download: bool = True, flatt
     mean and standard deviation. ``flatten`` gives vectors of 784. ``n_train``/``n_test`` keep a random
     subset (drawn with ``seed``, in the original order). Files: ``fetch("mnist", root, download)``.
     """
+    _check_subset_sizes(n_train, n_test)  # before any download
     p = fetch("mnist", root, download)
     xtr = read_idx(p["train-images-idx3-ubyte.gz"])[:, None]
     ytr = read_idx(p["train-labels-idx1-ubyte.gz"]).astype(np.int64)
@@ -397,6 +402,7 @@ def cifar10(root: str | os.PathLike | None = None, *, download: bool = True, fla
     Same options as ``mnist`` (standardization per colour channel). Reads the python pickle batches
     from ``cifar-10-python.tar.gz`` with an unpickler that accepts plain arrays only.
     """
+    _check_subset_sizes(n_train, n_test)  # before any download
     p = fetch("cifar10", root, download)
     xtr, ytr, xte, yte = read_cifar10(p["cifar-10-python.tar.gz"])
     return _image_data(xtr, ytr, xte, yte, name="cifar10", flatten=flatten, standardize=standardize,

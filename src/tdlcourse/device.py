@@ -20,7 +20,10 @@ from typing import Any, Iterator, TypeVar
 import numpy as np
 import torch
 
+from . import validate
+
 DEVICES = ("cuda", "mps", "cpu")
+DEVICE_NAMES = ("auto", "cuda", "cuda:N", "mps", "cpu")  # what get_device accepts (N: a GPU index)
 SCALES = ("ci", "cpu", "gpu")
 ALLOWED_SCALES = SCALES + ("auto",)
 
@@ -51,20 +54,19 @@ def get_device(name: str | torch.device | None = None) -> torch.device:
         return name
     if name is None or name == "auto":
         name = os.environ.get("TDL_DEVICE") or "auto"
-        source = "TDL_DEVICE" if name != "auto" else None
+        label = "TDL_DEVICE" if name != "auto" else "name"  # where a bad name came from
     else:
-        source = "device"
+        label = "name"
     if name == "auto":
         for kind in DEVICES:
             if _available(kind):
                 return torch.device(kind)
     kind, sep, index = str(name).partition(":")
     if kind not in DEVICES or (sep and (kind != "cuda" or not index.isdigit())):
-        raise ValueError(
-            f"{source or 'device'}={name!r} is not a device; allowed: 'auto', 'cuda', 'cuda:N', 'mps', 'cpu'"
-        )
+        validate.one_of(label, name, DEVICE_NAMES)  # raises, unless name is the literal 'cuda:N' or 'auto'
+        raise ValueError(f"{label}={name!r} is not a device; allowed: {', '.join(map(repr, DEVICE_NAMES))}")
     if not _available(kind):
-        raise RuntimeError(f"{source or 'device'}={name!r} was asked for but is not available on this machine")
+        raise RuntimeError(f"{label}={name!r} was asked for but is not available on this machine")
     return torch.device(name)
 
 
@@ -76,15 +78,12 @@ def resolve_scale(scale: str | None = "auto") -> str:
     """
     if scale is None:
         scale = "auto"
-    if not isinstance(scale, str) or scale not in ALLOWED_SCALES:
-        raise ValueError(f"scale={scale!r} is not a scale; allowed: {', '.join(map(repr, ALLOWED_SCALES))}")
+    scale = validate.one_of("scale", scale, ALLOWED_SCALES)
     if scale != "auto":
         return scale
     env = os.environ.get("TDL_SCALE")
     if env:
-        if env not in SCALES:
-            raise ValueError(f"TDL_SCALE={env!r} is not a scale; allowed: {', '.join(map(repr, SCALES))}")
-        return env
+        return validate.one_of("TDL_SCALE", env, SCALES)
     return "gpu" if torch.cuda.is_available() else "cpu"
 
 
@@ -95,8 +94,7 @@ def by_scale(scale: str | None, *, ci: T, cpu: T, gpu: T) -> T:
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch (all devices); return a CPU ``torch.Generator`` seeded alike."""
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed={seed!r} must be a non-negative int")
+    seed = validate.nonnegative_int("seed", seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -131,8 +129,7 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     device other than CUDA is plain float32 (no such mode). ``"bf16"`` runs the forward pass under
     ``torch.autocast(dtype=torch.bfloat16)`` (parameters, gradients and optimizer state stay float32).
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r} is unknown; allowed: {', '.join(map(repr, PRECISIONS))}")
+    precision = validate.one_of("precision", precision, PRECISIONS)
     kind = torch.device(device).type
     if precision == "auto":
         return "tf32" if kind == "cuda" else "fp32"
@@ -183,11 +180,9 @@ def compile_backend(compile: bool | str) -> str | None:
         return None
     if compile is True:
         return "inductor"
-    allowed = torch.compiler.list_backends(exclude_tags=())
-    if not isinstance(compile, str) or compile not in allowed:
-        raise ValueError(f"compile={compile!r} is not a torch.compile backend; allowed: False, True, "
-                         + ", ".join(map(repr, allowed)))
-    return compile
+    if not isinstance(compile, str):
+        return "inductor" if validate.boolean("compile", compile) else None  # e.g. numpy's bools
+    return validate.one_of("compile", compile, (False, True, *torch.compiler.list_backends(exclude_tags=())))
 
 
 def synchronize(device: torch.device | str) -> None:

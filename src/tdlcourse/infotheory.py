@@ -1,4 +1,6 @@
-"""Entropy and mutual information of discrete and binned variables; information planes (chapter 12).
+"""Entropy and mutual information of discrete and binned variables; information planes.
+
+For chapter 12 of the course plan, the information bottleneck (not built yet).
 
 Conventions: logarithms base 2 (bits); "plug-in" = the entropy / MI of the empirical distribution of
 the samples given (exact for that distribution, a biased estimate of the population value: the
@@ -20,6 +22,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
+
+from . import validate
 
 __all__ = [
     "entropy_discrete", "mutual_information_discrete", "mutual_information_joint",
@@ -86,8 +90,12 @@ def mutual_information_joint(p_xy) -> float:
     probability 0.1 and a uniform input gives 1 - H_2(0.1) = 0.531004 bits.
     """
     p = np.asarray(_to_numpy(p_xy), dtype=np.float64)
-    if p.ndim != 2 or p.size == 0 or not np.all(np.isfinite(p)) or np.any(p < 0):
+    if p.ndim != 2 or p.size == 0:
         raise ValueError(f"p_xy must be a 2-D table of probabilities >= 0; got shape {p.shape}")
+    bad = ~(np.isfinite(p) & (p >= 0))
+    if bad.any():
+        i, j = np.unravel_index(int(np.argmax(bad)), p.shape)
+        validate.nonnegative(f"p_xy[{i}, {j}]", float(p[i, j]))
     if abs(p.sum() - 1.0) > 1e-9:
         raise ValueError(f"p_xy must sum to 1; it sums to {p.sum()!r}")
     px, py = p.sum(axis=1, keepdims=True), p.sum(axis=0, keepdims=True)
@@ -107,8 +115,7 @@ def bin_activations(t, bins=30, value_range: tuple[float, float] | None = None) 
     if x.size == 0 or not np.all(np.isfinite(x)):
         raise ValueError("t must be a non-empty array of finite activations")
     if np.ndim(bins) == 0:
-        if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
-            raise ValueError(f"bins={bins!r} must be a positive integer or an increasing array of edges")
+        bins = validate.positive_int("bins", bins)  # or an increasing array of edges
         lo, hi = (float(x.min()), float(x.max())) if value_range is None else map(float, value_range)
         if not hi >= lo:
             raise ValueError(f"value_range={value_range!r} must satisfy low <= high")

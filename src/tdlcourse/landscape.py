@@ -16,7 +16,6 @@ Draxler et al. (2018) mode connectivity.
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -27,6 +26,7 @@ from torch.func import vmap
 
 from ._functional import (Batches, ParamSpec, batch_size, check_loss, check_mode, flat_params,
                           functional_loss, param_spec, use_mode)
+from .validate import in_interval, integer, nonnegative, number, one_of, positive, positive_int
 
 NORMALIZATIONS = ("filter", "layer", "none")
 IGNORABLE = ("bias", "bn")
@@ -76,15 +76,10 @@ def random_directions(model: nn.Module, n: int = 2, *, normalization: str = "fil
     InstanceNorm), as Li et al. do with ``ignore='biasbn'``. Directions are drawn on the CPU from
     ``seed`` (the same on every device) and returned on the parameters' device and dtype.
     """
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n={n!r} must be a positive int")
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(f"normalization={normalization!r} is not allowed; use one of {NORMALIZATIONS}")
-    if isinstance(ignore, str):
-        ignore = (ignore,)
-    bad = [i for i in ignore if i not in IGNORABLE]
-    if bad:
-        raise ValueError(f"ignore={tuple(ignore)!r} contains {bad}; allowed entries: {IGNORABLE}")
+    n, normalization = positive_int("n", n), one_of("normalization", normalization, NORMALIZATIONS)
+    ignore = (ignore,) if isinstance(ignore, str) else tuple(ignore)
+    for j, entry in enumerate(ignore):
+        one_of(f"ignore[{j}]", entry, IGNORABLE)
     spec = param_spec(model)
     params = dict(model.named_parameters())
     norm_params = {f"{mn}.{pn}" if mn else pn for mn, m in model.named_modules() if isinstance(m, _NORM_LAYERS)
@@ -123,11 +118,10 @@ def _check_directions(directions: torch.Tensor, spec: ParamSpec, count: int) -> 
 # ------------------------------------------------------------------------------ grid evaluation
 
 def _grid(span: float, steps: int, name: str) -> torch.Tensor:
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 3 or steps % 2 == 0:
-        raise ValueError(f"{name}steps={steps!r} must be an odd int >= 3, so that the grid has the trained "
-                         "point (0) at its centre")
-    if not isinstance(span, (int, float)) or not math.isfinite(span) or span <= 0:
-        raise ValueError(f"{name}span={span!r} must be a positive number")
+    steps = integer(f"{name}steps", steps, lo=3)
+    if steps % 2 == 0:
+        raise ValueError(f"{name}steps={steps} must be odd, so that the grid has the trained point (0) at its centre")
+    span = positive(f"{name}span", span)
     c = steps // 2
     # (i - c) * h: exactly 0 at the centre and exactly antisymmetric.
     return torch.arange(-c, c + 1, dtype=torch.float64) * (float(span) / c)
@@ -187,8 +181,10 @@ def _evaluate(model: nn.Module, loss_fn: Callable, batch, mode: str | None, spec
     """
     check_mode(model, mode)
     chunk = _default_chunk(spec.device) if chunk is None else chunk
-    if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
-        raise ValueError(f"chunk={chunk!r} must be a positive int or None")
+    try:
+        chunk = positive_int("chunk", chunk)
+    except ValueError as e:
+        raise ValueError(f"{e} or None (the device's default)") from None
     batches = Batches(batch, spec.device)
     f = functional_loss(model, loss_fn, mode)
     n_points = coefs.shape[0]
@@ -377,11 +373,10 @@ def _interpolated_buffers(model_a: nn.Module, model_b: nn.Module, ts: torch.Tens
 
 
 def _ts(steps: int, lo: float, hi: float) -> torch.Tensor:
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 2:
-        raise ValueError(f"steps={steps!r} must be an int >= 2")
-    if not (isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and lo < hi):
+    steps, lo, hi = integer("steps", steps, lo=2), number("lo", lo), number("hi", hi)
+    if not lo < hi:
         raise ValueError(f"the range (lo, hi) = ({lo!r}, {hi!r}) must have lo < hi")
-    ts = torch.linspace(float(lo), float(hi), steps, dtype=torch.float64)
+    ts = torch.linspace(lo, hi, steps, dtype=torch.float64)
     for exact in (0.0, 1.0):  # the two end models lie on the grid exactly whenever they are in range
         ts[(ts - exact).abs() < 1e-9 * max(1.0, hi - lo)] = exact
     return ts
@@ -439,12 +434,9 @@ def train_bezier(model_a: nn.Module, model_b: nn.Module, loss_fn: Callable, data
     """
     spec = _same_architecture(model_a, model_b)
     check_mode(model_a, mode)
-    for name, val in (("steps", steps),):
-        if not isinstance(val, int) or val < 1:
-            raise ValueError(f"{name}={val!r} must be a positive int")
-    for name, val in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
-        if not isinstance(val, (int, float)) or val < 0 or (name == "lr" and val == 0) or (name == "momentum" and val >= 1):
-            raise ValueError(f"{name}={val!r} out of range (lr > 0, 0 <= momentum < 1, weight_decay >= 0)")
+    steps, lr = positive_int("steps", steps), positive("lr", lr)
+    momentum = in_interval("momentum", momentum, 0.0, 1.0, closed="left")
+    weight_decay = nonnegative("weight_decay", weight_decay)
     ta, tb = flat_params(model_a), flat_params(model_b).to(spec.device)
     tc = ((ta + tb) / 2).requires_grad_()
     opt = torch.optim.SGD([tc], lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -524,8 +516,10 @@ def trajectory_pca(checkpoints: Sequence[nn.Module | torch.Tensor], n_components
             raise ValueError(f"checkpoints[{i}] must be an nn.Module or a 1-D tensor, got {type(c).__name__}")
     if len({v.shape for v in vecs}) != 1:
         raise ValueError("all checkpoints must have the same number of parameters")
-    if not isinstance(n_components, int) or not 1 <= n_components <= len(vecs) - 2:
-        raise ValueError(f"n_components={n_components!r} must be in [1, {len(vecs) - 2}] for {len(vecs)} checkpoints")
+    try:
+        n_components = integer("n_components", n_components, lo=1, hi=len(vecs) - 2)
+    except ValueError as e:
+        raise ValueError(f"{e} for {len(vecs)} checkpoints") from None
     center = vecs[-1]
     M = torch.stack([v.to(center) - center for v in vecs[:-1]]).double()
     _, S, Vh = torch.linalg.svd(M - M.mean(0), full_matrices=False)

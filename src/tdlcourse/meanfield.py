@@ -1,4 +1,6 @@
-r"""Mean-field signal propagation in deep random networks (chapter 6).
+r"""Mean-field signal propagation in deep random networks.
+
+For chapter 6 of the course plan, signal propagation at initialization (not built yet).
 
 A fully connected net :math:`h^{l+1} = W^{l+1}\phi(h^l) + b^{l+1}` with :math:`W_{ij} \sim
 N(0, s_w/N_l)` and :math:`b_i \sim N(0, s_b)` (``sigma_w2 = s_w``, ``sigma_b2 = s_b``) has, as the
@@ -42,6 +44,8 @@ from typing import Callable
 
 import numpy as np
 from scipy import optimize, special
+
+from . import validate
 
 _Z = 9.5  # Gaussian mass beyond 9.5 sd is ~1e-21
 _J_MAX_1D = 40_000
@@ -121,22 +125,33 @@ def get_activation(activation) -> Activation:
 
 
 def _check_var(name, value):
-    try:
-        a = np.asarray(value, dtype=float)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}={value!r} must be a finite variance >= 0") from None
-    if not np.all(np.isfinite(a)) or np.any(a < 0):
-        raise ValueError(f"{name}={value!r} must be a finite variance >= 0")
-    return a
+    """A variance or an array of them (finite, >= 0), as a float array."""
+    return _checked_array(name, value, lambda a: a >= 0.0, validate.nonnegative)
 
 
 def _check_corr(c):
+    """A correlation or an array of them (in [-1, 1]), as a float array."""
+    return _checked_array("c", c, lambda a: np.abs(a) <= 1.0, lambda n, v: validate.in_interval(n, v, -1.0, 1.0))
+
+
+def _checked_array(name, value, ok, check):
+    """``value`` as a float array (numpy broadcasting is kept). The first entry that is not finite
+    or fails the vectorized test ``ok`` goes to the scalar ``validate`` check ``check``, which
+    raises its message: named ``name`` for one value, ``name[i]`` (``name[i, j]``) for an entry."""
+    if isinstance(value, (bool, np.bool_)):
+        check(name, value)  # raises: a boolean is never a number
     try:
-        a = np.asarray(c, dtype=float)
+        a = np.asarray(value, dtype=float)
     except (TypeError, ValueError):
-        raise ValueError(f"c={c!r} must be a correlation in [-1, 1]") from None
-    if not np.all(np.isfinite(a)) or np.any(np.abs(a) > 1.0):
-        raise ValueError(f"c={c!r} must be a correlation in [-1, 1]")
+        validate.number(name, value)  # raises: not a real number
+        raise
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.isfinite(a) & ok(a))
+    if bad.any():
+        if a.ndim == 0:
+            check(name, float(a))
+        i = np.unravel_index(int(np.argmax(bad)), a.shape)
+        check(f"{name}[{', '.join(map(str, i))}]", float(a[i]))
     return a
 
 
@@ -341,11 +356,9 @@ def qstar(activation, sigma_w2, sigma_b2, *, q0: float = 1.0, tol: float = 1e-13
     """
     act = get_activation(activation)
     sw, sb = float(_check_var("sigma_w2", sigma_w2)), float(_check_var("sigma_b2", sigma_b2))
-    if not (math.isfinite(q0) and q0 > 0):
-        raise ValueError(f"q0={q0!r} must be a finite starting length > 0")
-    if not (0 < tol < 1):
-        raise ValueError(f"tol={tol!r} must lie in (0, 1)")
-    s = _solve_q(act, sw, sb, float(q0), float(tol))
+    q0 = validate.positive("q0", q0)
+    tol = validate.in_interval("tol", tol, 0.0, 1.0, closed="neither")
+    s = _solve_q(act, sw, sb, q0, tol)
     _warn(s, "qstar")
     return s.value
 

@@ -17,35 +17,24 @@ from typing import Callable
 import torch
 from torch import nn
 
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU,
-    "tanh": nn.Tanh,
-    "linear": nn.Identity,
-    "gelu": nn.GELU,
-    "sigmoid": nn.Sigmoid,
-}
+from .layers import activation as _activation
+from .validate import int_sequence, nonnegative, nonnegative_int, number, one_of, positive_int
+
 INITS = ("default", "gaussian", "orthogonal")
 
 
-def _check_init(activation: str, sigma_w2: float | None, sigma_b2: float, init: str | None) -> str:
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation={activation!r} is unknown; allowed: {', '.join(map(repr, ACTIVATIONS))}")
-    init = init or ("gaussian" if sigma_w2 is not None else "default")
-    if init not in INITS:
-        raise ValueError(f"init={init!r} is unknown; allowed: {', '.join(map(repr, INITS))}")
+def _check_init(activation: str, sigma_w2: float | None, sigma_b2: float,
+                init: str | None) -> tuple[Callable[[], nn.Module], str]:
+    """The activation's module class (a name of ``layers.ACTIVATIONS`` with a torch module) and the
+    init, after checking the variances."""
+    make_act = _activation(activation, need_module=True).module
+    init = one_of("init", init or ("gaussian" if sigma_w2 is not None else "default"), INITS)
     if init != "default" and sigma_w2 is None:
         raise ValueError(f"init={init!r} needs sigma_w2 (e.g. 2.0 for ReLU, 1.0 for tanh)")
-    if sigma_w2 is not None and not (sigma_w2 >= 0 and math.isfinite(sigma_w2)):
-        raise ValueError(f"sigma_w2={sigma_w2!r} must be a finite number >= 0")
-    if not (sigma_b2 >= 0 and math.isfinite(sigma_b2)):
-        raise ValueError(f"sigma_b2={sigma_b2!r} must be a finite number >= 0")
-    return init
-
-
-def _check_positive(**kw: int) -> None:
-    for name, v in kw.items():
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}={v!r} must be a positive integer")
+    if sigma_w2 is not None:
+        nonnegative("sigma_w2", sigma_w2)
+    nonnegative("sigma_b2", sigma_b2)
+    return make_act, init
 
 
 def _build(make: Callable[[], list[nn.Module]], init: str, sigma_w2: float | None, sigma_b2: float,
@@ -72,15 +61,15 @@ def mlp(d_in: int, widths: tuple[int, ...] | list[int], d_out: int, *, activatio
     """Fully connected network d_in -> widths... -> d_out with ``activation`` after each hidden layer.
 
     h^0 = x, h^l = phi(W^l h^{l-1} + b^l) for l = 1..L-1, f(x) = W^L h^{L-1} + b^L.
+    ``activation`` is a name of ``tdlcourse.layers.ACTIVATIONS`` with a torch module ("relu", "tanh",
+    "sigmoid", "gelu", "leaky_relu", "silu", "linear").
     ``init`` is ``"default"`` (PyTorch's), ``"gaussian"`` or ``"orthogonal"``; it defaults to
     ``"gaussian"`` when ``sigma_w2`` is given and ``"default"`` otherwise. ``seed`` makes the draw
     reproducible without touching the global RNG. ``flatten`` prepends ``nn.Flatten`` (image inputs).
     """
-    _check_positive(d_in=d_in, d_out=d_out)
-    widths = list(widths)
-    if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
-        raise ValueError(f"widths={widths!r} must be positive integers")
-    init = _check_init(activation, sigma_w2, sigma_b2, init)
+    d_in, d_out = positive_int("d_in", d_in), positive_int("d_out", d_out)
+    widths = int_sequence("widths", widths, min_len=0)
+    act, init = _check_init(activation, sigma_w2, sigma_b2, init)
     dims = [d_in, *widths, d_out]
 
     def make() -> list[nn.Module]:
@@ -88,7 +77,7 @@ def mlp(d_in: int, widths: tuple[int, ...] | list[int], d_out: int, *, activatio
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
             layers.append(nn.Linear(a, b, bias=bias, dtype=dtype))
             if i < len(dims) - 2:
-                layers.append(ACTIVATIONS[activation]())
+                layers.append(act())
         return layers
 
     return nn.Sequential(*_build(make, init, sigma_w2, sigma_b2, seed, device))
@@ -104,24 +93,23 @@ def cnn(in_channels: int, num_classes: int, *, channels: tuple[int, ...] | list[
     For MNIST use ``cnn(1, 10, image_size=28)``, for CIFAR-10 ``cnn(3, 10)``. Initialization as in
     ``mlp`` (fan_in of a convolution = in_channels * 9).
     """
-    _check_positive(in_channels=in_channels, num_classes=num_classes, image_size=image_size, hidden=hidden)
-    channels = list(channels)
-    if not channels or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels):
-        raise ValueError(f"channels={channels!r} must be a non-empty list of positive integers")
+    in_channels, num_classes = positive_int("in_channels", in_channels), positive_int("num_classes", num_classes)
+    image_size, hidden = positive_int("image_size", image_size), positive_int("hidden", hidden)
+    channels = int_sequence("channels", channels)
     if image_size >> len(channels) < 1:
         raise ValueError(f"image_size={image_size} is too small for {len(channels)} 2x2 poolings")
-    init = _check_init(activation, sigma_w2, sigma_b2, init)
+    act, init = _check_init(activation, sigma_w2, sigma_b2, init)
     side = image_size >> len(channels)
 
     def make() -> list[nn.Module]:
         layers: list[nn.Module] = []
         c_in = in_channels
         for c in channels:
-            layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=bias, dtype=dtype), ACTIVATIONS[activation](),
+            layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=bias, dtype=dtype), act(),
                        nn.MaxPool2d(2)]
             c_in = c
         layers += [nn.Flatten(), nn.Linear(c_in * side * side, hidden, bias=bias, dtype=dtype),
-                   ACTIVATIONS[activation](), nn.Linear(hidden, num_classes, bias=bias, dtype=dtype)]
+                   act(), nn.Linear(hidden, num_classes, bias=bias, dtype=dtype)]
         return layers
 
     return nn.Sequential(*_build(make, init, sigma_w2, sigma_b2, seed, device))
@@ -150,17 +138,14 @@ def resmlp(d_in: int, width: int, depth: int, d_out: int, *, activation: str = "
     He et al. 2016), and a linear read-out. ``skip=False`` drops the identity path (h^l = alpha W^l phi(h^{l-1})),
     the plain network of the same parameter count used to compare loss landscapes (Li et al. 2018).
     """
-    _check_positive(d_in=d_in, width=width, d_out=d_out)
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
-        raise ValueError(f"depth={depth!r} must be a non-negative integer")
-    if not math.isfinite(alpha):
-        raise ValueError(f"alpha={alpha!r} must be finite")
-    init = _check_init(activation, sigma_w2, sigma_b2, init)
+    d_in, width, d_out = positive_int("d_in", d_in), positive_int("width", width), positive_int("d_out", d_out)
+    depth, alpha = nonnegative_int("depth", depth), number("alpha", alpha)
+    act, init = _check_init(activation, sigma_w2, sigma_b2, init)
 
     def make() -> list[nn.Module]:
         layers: list[nn.Module] = [nn.Linear(d_in, width, bias=bias, dtype=dtype)]
         for _ in range(depth):
-            block = nn.Sequential(ACTIVATIONS[activation](), nn.Linear(width, width, bias=bias, dtype=dtype))
+            block = nn.Sequential(act(), nn.Linear(width, width, bias=bias, dtype=dtype))
             layers.append(Residual(block, alpha) if skip else _Scaled(block, alpha))
         layers.append(nn.Linear(width, d_out, bias=bias, dtype=dtype))
         return layers

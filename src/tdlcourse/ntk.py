@@ -43,8 +43,9 @@ from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
 from . import meanfield
+from .layers import activation as _activation
+from .validate import nonnegative, nonnegative_int, one_of, positive_int
 
-_TORCH_ACT = {"relu": torch.relu, "tanh": torch.tanh, "erf": torch.erf, "linear": lambda x: x}
 _REDUCE = ("trace", "mean", "full")
 
 
@@ -61,8 +62,7 @@ def empirical_ntk(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = 
     how many samples vmap processes at once (memory). The model must treat samples independently
     (no batch norm in training mode).
     """
-    if reduce not in _REDUCE:
-        raise ValueError(f"reduce={reduce!r} is not allowed; allowed: {', '.join(map(repr, _REDUCE))}")
+    one_of("reduce", reduce, _REDUCE)
     named = dict(model.named_parameters())
     params = {k: v.detach() for k, v in named.items() if v.requires_grad}
     if not params:
@@ -102,8 +102,7 @@ def _like(a: np.ndarray, ref):
 
 
 def _kernels(x1, x2, depth, activation, sigma_w2, sigma_b2):
-    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 0:
-        raise ValueError(f"depth={depth!r} must be an integer >= 0 (the number of hidden layers)")
+    depth = nonnegative_int("depth", depth)  # the number of hidden layers
     act = meanfield.get_activation(activation)
     sw = float(meanfield._check_var("sigma_w2", sigma_w2))
     sb = float(meanfield._check_var("sigma_b2", sigma_b2))
@@ -155,27 +154,23 @@ class NTKMLP(nn.Module):
     :math:`N(0, 1)`; the forward pass multiplies by :math:`\sqrt{s_w}` (input layer),
     :math:`\sqrt{s_w/n}` (later layers) and :math:`\sqrt{s_b}` (biases; no bias parameters when
     ``sigma_b2 == 0``). Its empirical NTK tends to :func:`analytic_ntk` as ``width`` grows.
-    ``activation``: ``"relu"``, ``"tanh"``, ``"erf"``, ``"linear"`` or a torch callable.
+    ``activation``: a name of ``layers.ACTIVATIONS`` (``"relu"``, ``"tanh"``, ``"erf"``, ``"linear"``...)
+    or a torch callable.
     """
 
     def __init__(self, d_in: int, width: int, depth: int, d_out: int = 1, activation="relu",
                  sigma_w2: float = 1.0, sigma_b2: float = 0.0, *, generator: torch.Generator | None = None,
                  dtype: torch.dtype | None = None, device=None):
         super().__init__()
-        for name, v in (("d_in", d_in), ("width", width), ("d_out", d_out)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}={v!r} must be a positive integer")
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
-            raise ValueError(f"depth={depth!r} must be an integer >= 0 (the number of hidden layers)")
-        if isinstance(activation, str):
-            if activation not in _TORCH_ACT:
-                allowed = ", ".join(map(repr, _TORCH_ACT))
-                raise ValueError(f"activation={activation!r} is not supported; allowed: {allowed} or a torch callable")
-            self.phi = _TORCH_ACT[activation]
-        elif callable(activation):
+        d_in, width, d_out = positive_int("d_in", d_in), positive_int("width", width), positive_int("d_out", d_out)
+        depth = nonnegative_int("depth", depth)  # the number of hidden layers
+        if callable(activation):
             self.phi = activation
         else:
-            raise ValueError(f"activation={activation!r} must be a name in {tuple(_TORCH_ACT)} or a torch callable")
+            try:
+                self.phi = _activation(activation).fn
+            except ValueError as e:
+                raise ValueError(f"{e} or a torch callable") from None
         self.sigma_w2 = float(meanfield._check_var("sigma_w2", sigma_w2))
         self.sigma_b2 = float(meanfield._check_var("sigma_b2", sigma_b2))
         sizes = [d_in] + [width] * depth + [d_out]
@@ -210,9 +205,7 @@ class KernelSolve:
 
 
 def _solve(k_train, y_train, ridge, stacklevel):
-    ridge = float(ridge)
-    if not math.isfinite(ridge) or ridge < 0:
-        raise ValueError(f"ridge={ridge!r} must be a finite number >= 0")
+    ridge = nonnegative("ridge", ridge)
     K = _as_numpy(k_train, "k_train")
     n = K.shape[0]
     if K.shape != (n, n) or not np.allclose(K, K.T, rtol=1e-8, atol=1e-10 * max(1.0, np.abs(K).max())):

@@ -1,4 +1,6 @@
-"""Parities defeat gradient-based learning: the gradient barely depends on the target (chapter 11).
+"""Parities defeat gradient-based learning: the gradient barely depends on the target.
+
+For chapter 11 of the course plan, failures of gradient-based learning (not built yet).
 
 Setting (Shalev-Shwartz, Shamir, Shammah 2017, "Failures of gradient-based deep learning", Sec. 2.1):
 x uniform on {-1, +1}^n, targets the 2^n parities chi_S(x) = prod_{i in S} x_i (S subset of [n],
@@ -18,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
+
+from . import validate
 
 __all__ = ["parity_gradient_variance", "ParityGradientVariance", "parity_inputs", "LOSSES", "MAX_N"]
 
@@ -51,6 +55,7 @@ class ParityGradientVariance:
 def parity_inputs(n: int, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
     """All 2^n points of {-1, +1}^n as a [2^n, n] tensor; row k has x_i = 1 - 2 * bit_i(k), so row 0
     is the all-ones point."""
+    n = validate.nonnegative_int("n", n)
     k = torch.arange(1 << n, device=device)
     bits = (k[:, None] >> torch.arange(n, device=device)) & 1
     return (1 - 2 * bits).to(dtype)
@@ -83,10 +88,8 @@ def parity_gradient_variance(model: nn.Module, n: int, loss: str = "squared", *,
     not modified (parameters and buffers are passed as copies; its train/eval mode is used as is).
     The model must map a [B, n] batch to [B] or [B, 1].
     """
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
-        raise ValueError(f"n={n!r} must be an integer in [1, {MAX_N}] (all 2^n inputs and targets are enumerated)")
-    if loss not in LOSSES:
-        raise ValueError(f"loss={loss!r} is unknown; allowed: {', '.join(map(repr, LOSSES))}")
+    n = validate.integer("n", n, lo=1, hi=MAX_N)  # all 2^n inputs and targets are enumerated
+    loss = validate.one_of("loss", loss, LOSSES)
     params = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
     if not params:
         raise ValueError("model has no trainable parameters")
@@ -96,8 +99,7 @@ def parity_gradient_variance(model: nn.Module, n: int, loss: str = "squared", *,
     N = 1 << n
     if chunk is None:
         chunk = max(1, min(N, (1 << 25) // max(n_params, 1)))  # ~256 MB of float64 gradients
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk={chunk!r} must be a positive integer")
+    chunk = validate.positive_int("chunk", chunk)
 
     def f_single(p, x):
         out = functional_call(model, (p, buffers), (x[None],))

@@ -157,6 +157,8 @@ def spectral_density(
     import numpy as np
 
     x, y = _np(grid), _np(density)
+    if x.ndim != 1 or y.shape != x.shape:
+        raise ValueError(f"density must have the shape of grid, a 1-D array of {x.shape}, got {y.shape}")
     floor = max(float(y.max()) * 1e-8, np.finfo(float).tiny) if log else None
     yy = np.maximum(y, floor) if log else y
     fig = go.Figure()

@@ -1,4 +1,6 @@
-r"""Random matrices for signal propagation and dynamical isometry (chapter 7).
+r"""Random matrices for signal propagation and dynamical isometry.
+
+For chapter 7 of the course plan, gradients, finite width and dynamical isometry (not built yet).
 
 Conventions (stated once): :math:`W` is :math:`p \times n` with i.i.d. entries of mean 0 and
 variance :math:`\sigma^2`, :math:`\gamma = p/n`, and the spectrum studied is that of
@@ -18,18 +20,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
-
-def _check_pos(name, v, allow_zero=False):
-    x = float(v)
-    if not math.isfinite(x) or x < 0 or (x == 0 and not allow_zero):
-        raise ValueError(f"{name}={v!r} must be a finite number {'>=' if allow_zero else '>'} 0")
-    return x
-
-
-def _check_int(name, v, lo=1):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-        raise ValueError(f"{name}={v!r} must be an integer >= {lo}")
-    return int(v)
+from . import validate
 
 
 class MPEdges(NamedTuple):
@@ -44,7 +35,7 @@ def marchenko_pastur_edges(gamma: float, sigma2: float = 1.0) -> MPEdges:
     (Marchenko & Pastur 1967), the limiting spectrum of :math:`W W^T/n` in the module's convention.
     For :math:`\gamma = 0.25`: (0.25, 2.25). (For :math:`\gamma > 1` there is also an atom at 0.)
     """
-    g, s = _check_pos("gamma", gamma), _check_pos("sigma2", sigma2)
+    g, s = validate.positive("gamma", gamma), validate.positive("sigma2", sigma2)
     r = math.sqrt(g)
     return MPEdges(s * (1.0 - r) ** 2, s * (1.0 + r) ** 2)
 
@@ -78,7 +69,10 @@ def jacobian_singular_values(model: nn.Module, x: torch.Tensor, *, chunk_size: i
     samples independently.
     """
     if not isinstance(x, torch.Tensor) or x.dim() == 0:
-        raise ValueError("x must be a torch tensor [B, ...] (or a 1-D single input)")
+        got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x must be a torch tensor [B, ...] (or a 1-D single input); got {got}")
+    if chunk_size is not None:
+        chunk_size = validate.positive_int("chunk_size", chunk_size)
     single = x.dim() == 1
     xb = x.unsqueeze(0) if single else x
     state = {k: v.detach() for k, v in model.named_parameters()}
@@ -99,14 +93,14 @@ def fuss_catalan(depth: int, k: int) -> float:
     Tikhomirov 2010; Pennington et al. 2018). k = 1: 1 for every L; k = 2: L + 1. L = 1 gives the
     Catalan numbers (Marchenko-Pastur, :math:`\gamma = 1`).
     """
-    L, k = _check_int("depth", depth), _check_int("k", k, lo=0)
+    L, k = validate.positive_int("depth", depth), validate.nonnegative_int("k", k)
     return math.comb((L + 1) * k, k) / (L * k + 1)
 
 
 def gaussian_product(n: int, depth: int, *, generator: torch.Generator | None = None,
                      dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
     r"""One sample of :math:`P = W_L \cdots W_1` with i.i.d. :math:`N(0, 1/n)` entries, :math:`n\times n`."""
-    n, L = _check_int("n", n), _check_int("depth", depth)
+    n, L = validate.positive_int("n", n), validate.positive_int("depth", depth)
     P = torch.eye(n, dtype=dtype, device=device)
     for _ in range(L):
         P = torch.randn(n, n, generator=generator, dtype=dtype, device=device) @ P / math.sqrt(n)
@@ -135,8 +129,9 @@ def product_moments(n: int, depth: int, kmax: int = 2, n_samples: int = 32, *, s
     approach the Fuss-Catalan numbers with O(1/n) corrections and grow with depth, which is why
     Gaussian deep linear (and ReLU) nets are far from isometric.
     """
-    n, L, kmax = _check_int("n", n), _check_int("depth", depth), _check_int("kmax", kmax)
-    S = _check_int("n_samples", n_samples, lo=2)
+    n, L = validate.positive_int("n", n), validate.positive_int("depth", depth)
+    kmax = validate.positive_int("kmax", kmax)
+    S = validate.integer("n_samples", n_samples, lo=2)
     g = torch.Generator().manual_seed(int(seed))
     orders = np.arange(1, kmax + 1)
     vals = np.empty((S, kmax))

@@ -17,7 +17,7 @@ import numpy as np
 from torch import nn
 
 from . import data as _data
-from . import models, train
+from . import models, train, validate
 
 KINDS = ("true labels", "random labels", "gaussian inputs")
 
@@ -26,8 +26,10 @@ def _finite_array(name: str, value, ndim: int) -> np.ndarray:
     a = np.asarray(value, dtype=np.float64)
     if a.ndim != ndim:
         raise ValueError(f"{name} must be a {ndim}-D array of numbers, got shape {a.shape}")
-    if not np.isfinite(a).all():
-        raise ValueError(f"{name} must hold finite numbers only (found NaN or inf)")
+    bad = ~np.isfinite(a)
+    if bad.any():
+        i = np.unravel_index(int(np.argmax(bad)), a.shape)
+        validate.number(f"{name}[{', '.join(map(str, i))}]", float(a[i]))  # raises: must be finite
     return a
 
 
@@ -101,6 +103,7 @@ class Run:
 
 def variant(d: _data.Data, kind: str, fraction: float = 1.0, seed: int = 0) -> _data.Data:
     """The training set of ``d`` corrupted as ``kind`` (one of ``KINDS``); the test split is kept."""
+    kind = validate.one_of("kind", kind, KINDS)
     if kind == "true labels":
         return d
     if kind == "random labels":
@@ -108,9 +111,7 @@ def variant(d: _data.Data, kind: str, fraction: float = 1.0, seed: int = 0) -> _
             raise ValueError("random labels need a classification task (num_classes is None)")
         y = _data.corrupt_labels(d.y_train, fraction, d.num_classes, seed=seed)
         return d.with_train(y_train=y, name=f"{d.name}, {fraction:.0%} random labels")
-    if kind == "gaussian inputs":
-        return d.with_train(x_train=_data.gaussian_like(d.x_train, seed=seed), name=f"{d.name}, gaussian inputs")
-    raise ValueError(f"kind={kind!r} is unknown; allowed: {', '.join(map(repr, KINDS))}")
+    return d.with_train(x_train=_data.gaussian_like(d.x_train, seed=seed), name=f"{d.name}, gaussian inputs")
 
 
 def run(d: _data.Data, kind: str = "true labels", fraction: float = 1.0, *, widths: Sequence[int] = (512, 512),
@@ -134,9 +135,9 @@ def label_noise_sweep(d: _data.Data, fractions: Sequence[float], *, widths: Sequ
     interval. Measured on the lab's cpu scale (six 64-512-512-10 nets, 800 steps, 2 cores): 1.3-1.5x
     faster than six runs.
     """
-    fractions = [float(f) for f in fractions]
+    fractions = [validate.probability(f"fractions[{i}]", f) for i, f in enumerate(fractions)]
     if not fractions:
-        raise ValueError("fractions is empty; give at least one fraction in [0, 1]")
+        raise ValueError("fractions=[] must hold at least one fraction in [0, 1]")
     variants = [variant(d, "random labels", f, seed=seed) for f in fractions]
     nets = [models.mlp(d.d_in, list(widths), d.num_classes or 1, activation=activation, seed=seed) for _ in fractions]
     res = train.fit_ensemble(nets, variants, seed=seed, progress=progress, desc="label-noise sweep", **fit_kwargs)

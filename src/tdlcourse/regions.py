@@ -18,11 +18,14 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from math import comb, prod
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+
+from .layers import Activation, Linear, parse_mlp
+from .validate import in_interval, int_sequence, integer, positive_int
 
 __all__ = [
     "montufar_lower_bound", "montufar2017_upper_bound", "serra_upper_bound", "max_regions_1d",
@@ -32,22 +35,6 @@ __all__ = [
 
 # ----------------------------------------------------------------------------- bounds
 
-def _check_n0(n0) -> int:
-    if isinstance(n0, bool) or not isinstance(n0, (int, np.integer)) or n0 < 1:
-        raise ValueError(f"n0={n0!r} must be a positive integer (the input dimension)")
-    return int(n0)
-
-
-def _check_widths(widths) -> tuple[int, ...]:
-    try:
-        ws = tuple(widths)
-    except TypeError:
-        raise ValueError(f"widths={widths!r} must be a non-empty sequence of positive integers") from None
-    if not ws or any(isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 1 for w in ws):
-        raise ValueError(f"widths={widths!r} must be a non-empty sequence of positive integers")
-    return tuple(int(w) for w in ws)
-
-
 def montufar_lower_bound(n0: int, widths: Sequence[int]) -> int:
     r"""Lower bound on the maximal number of regions (Montufar, Pascanu, Cho, Bengio 2014, Thm 4):
     a ReLU net with n0 inputs and hidden widths n_l >= n0 can have at least
@@ -56,7 +43,7 @@ def montufar_lower_bound(n0: int, widths: Sequence[int]) -> int:
 
     regions. ``montufar_lower_bound(2, (6, 6, 6)) = 1782``. Exact integer arithmetic.
     """
-    n0, ws = _check_n0(n0), _check_widths(widths)
+    n0, ws = positive_int("n0", n0), int_sequence("widths", widths)
     if min(ws) < n0:
         raise ValueError(f"widths={ws} must all be >= n0={n0}: the 2014 construction needs n_l >= n0")
     return prod((w // n0) ** n0 for w in ws[:-1]) * sum(comb(ws[-1], j) for j in range(n0 + 1))
@@ -69,7 +56,7 @@ def montufar2017_upper_bound(n0: int, widths: Sequence[int]) -> int:
 
     Equals ``serra_upper_bound`` unless some layer is narrow (then Serra's is strictly smaller).
     """
-    n0, ws = _check_n0(n0), _check_widths(widths)
+    n0, ws = positive_int("n0", n0), int_sequence("widths", widths)
     out, d = 1, n0
     for n in ws:
         d = min(d, n)
@@ -87,7 +74,7 @@ def serra_upper_bound(n0: int, widths: Sequence[int]) -> int:
     dimension still available to layer l), exact integers. ``serra_upper_bound(2, (6, 6, 6)) = 10648``;
     for n0 = 1 it is the exact maximum when every layer but the last has width >= 3.
     """
-    n0, ws = _check_n0(n0), _check_widths(widths)
+    n0, ws = positive_int("n0", n0), int_sequence("widths", widths)
     states: dict[int, int] = {n0: 1}
     for n in ws:
         new: dict[int, int] = defaultdict(int)
@@ -106,52 +93,39 @@ def max_regions_1d(widths: Sequence[int]) -> int:
     or 2 cannot pass on full zig-zags, so then this is only an upper bound and
     ``serra_upper_bound(1, widths)`` is smaller or equal.
     """
-    return prod(n + 1 for n in _check_widths(widths))
+    return prod(n + 1 for n in int_sequence("widths", widths))
 
 
 # ----------------------------------------------------------------------------- parsing a ReLU MLP
 
-_PASSTHROUGH = (nn.Identity, nn.Dropout, nn.Flatten)
+class _Affine(NamedTuple):
+    """z = h w^T + b in float64 numpy (a read-only copy of a Linear layer)."""
+
+    w: np.ndarray
+    b: np.ndarray
 
 
-def _relu_mlp_ops(model: nn.Module) -> list[tuple]:
-    """Flatten ``model`` into ops ('linear', W, b) / ('relu',) as float64 numpy (a read-only copy).
+def _relu_mlp_ops(model: nn.Module) -> list[_Affine | Activation]:
+    """The layers of a ReLU MLP as float64 ``_Affine`` copies and ReLU ``Activation`` specs.
 
-    Accepts ``nn.Sequential`` (nested allowed) of ``Linear``, ``ReLU`` and pass-through layers
-    (``Identity``, ``Flatten``, ``Dropout``: the identity at inference); refuses anything else.
+    Accepts what ``layers.parse_mlp`` reads with ReLU as the only activation; ``Identity``,
+    ``Flatten`` and ``Dropout`` are the identity here (inputs are points, the net is read at inference).
     """
-    if not isinstance(model, nn.Sequential):
-        raise ValueError(
-            f"model must be an nn.Sequential of Linear/ReLU layers (e.g. tdlcourse.models.mlp(..., "
-            f"activation='relu')); got {type(model).__name__}")
-    ops: list[tuple] = []
-
-    def walk(seq: nn.Sequential) -> None:
-        for layer in seq:
-            if isinstance(layer, nn.Sequential):
-                walk(layer)
-            elif isinstance(layer, nn.Linear):
-                w = layer.weight.detach().to("cpu", torch.float64).numpy().copy()
-                b = (layer.bias.detach().to("cpu", torch.float64).numpy().copy() if layer.bias is not None
-                     else np.zeros(w.shape[0]))
-                ops.append(("linear", w, b))
-            elif isinstance(layer, nn.ReLU):
-                ops.append(("relu",))
-            elif isinstance(layer, _PASSTHROUGH):
-                continue
-            else:
-                raise ValueError(
-                    f"model contains {type(layer).__name__}; only Linear, ReLU, Identity, Flatten and "
-                    "Dropout layers are supported (activation regions are defined for ReLU nets)")
-
-    walk(model)
-    if not any(op[0] == "linear" for op in ops):
-        raise ValueError("model must contain at least one nn.Linear layer")
+    ops: list[_Affine | Activation] = []
+    for layer in parse_mlp(model, activations=["relu"], dropout=True,
+                           why=" (activation regions are defined for ReLU nets)"):
+        if isinstance(layer, Linear):
+            w = layer.weight.detach().to("cpu", torch.float64).numpy().copy()
+            b = (layer.bias.detach().to("cpu", torch.float64).numpy().copy() if layer.bias is not None
+                 else np.zeros(w.shape[0]))
+            ops.append(_Affine(w, b))
+        elif isinstance(layer, Activation):
+            ops.append(layer)
     return ops
 
 
-def _input_dim(ops: list[tuple]) -> int:
-    return next(op[1].shape[1] for op in ops if op[0] == "linear")
+def _input_dim(ops: list[_Affine | Activation]) -> int:
+    return next(op.w.shape[1] for op in ops if isinstance(op, _Affine))
 
 
 def _as_point(v, name: str, dim: int) -> np.ndarray:
@@ -201,16 +175,14 @@ def count_regions_1d(model: nn.Module, a, b, *, tol: float = 1e-10) -> LineRegio
     a, b = _as_point(a, "a", dim), _as_point(b, "b", dim)
     if np.array_equal(a, b):
         raise ValueError("a and b must be different points (the segment is empty)")
-    if not (0 < tol < 1e-3):
-        raise ValueError(f"tol={tol!r} must lie in (0, 1e-3)")
+    tol = in_interval("tol", tol, 0.0, 1e-3, closed="neither")
 
     ts = np.array([0.0, 1.0])               # breakpoints of the current partition
     alpha, beta = a[None, :], (b - a)[None, :]
     patterns = np.zeros((1, 0), dtype=bool)
     for op in ops:
-        if op[0] == "linear":
-            _, w, bias = op
-            alpha, beta = alpha @ w.T + bias, beta @ w.T
+        if isinstance(op, _Affine):
+            alpha, beta = alpha @ op.w.T + op.b, beta @ op.w.T
             continue
         with np.errstate(divide="ignore", invalid="ignore"):
             tstar = -alpha / beta
@@ -261,11 +233,11 @@ class PlaneRegions:
     min_pixels: int
 
 
-def _patterns(ops: list[tuple], x: np.ndarray) -> np.ndarray:
+def _patterns(ops: list[_Affine | Activation], x: np.ndarray) -> np.ndarray:
     bits = []
     for op in ops:
-        if op[0] == "linear":
-            x = x @ op[1].T + op[2]
+        if isinstance(op, _Affine):
+            x = x @ op.w.T + op.b
         else:
             bits.append(x > 0)
             x = np.maximum(x, 0.0)
@@ -294,8 +266,7 @@ def count_regions_2d(model: nn.Module, box: Sequence[float] = (-1.0, 1.0, -1.0, 
         raise ValueError(f"box={box!r} must be four numbers (umin, umax, vmin, vmax)") from None
     if not (umin < umax and vmin < vmax):
         raise ValueError(f"box={box!r} must satisfy umin < umax and vmin < vmax")
-    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or not 2 <= resolution <= 4096:
-        raise ValueError(f"resolution={resolution!r} must be an integer in [2, 4096]")
+    resolution = integer("resolution", resolution, lo=2, hi=4096)
     if plane is None:
         if dim != 2:
             raise ValueError(f"plane=None needs a model with 2 inputs; this one has {dim}: "

@@ -1,4 +1,6 @@
-r"""Spectral bias: targets on the circle, per-frequency errors and NTK eigenvalues (chapter 9).
+r"""Spectral bias: targets on the circle, per-frequency errors and NTK eigenvalues.
+
+For chapter 9 of the course plan, spectral bias (not built yet).
 
 Inputs live on the unit circle :math:`x(\theta) = (\cos\theta, \sin\theta)`. A dot-product kernel
 :math:`K(x, x') = K(\theta - \theta')` is diagonalized by the Fourier modes: its eigenvalues are
@@ -15,7 +17,6 @@ Amplitude convention (stated once): a component :math:`a\sin(k\theta + \varphi)`
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from . import ntk as _ntk
+from . import validate
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,7 @@ class CirclePoints:
 
 def circle_points(n: int, *, dtype: torch.dtype | None = None, device=None) -> CirclePoints:
     """Uniform grid of ``n`` points on the unit circle (the grid :func:`per_frequency_error` needs)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n={n!r} must be a positive integer")
+    n = validate.positive_int("n", n)
     theta = 2.0 * np.pi * np.arange(n) / n
     x = torch.as_tensor(np.stack([np.cos(theta), np.sin(theta)], axis=1),
                         dtype=dtype or torch.get_default_dtype(), device=device)
@@ -50,8 +51,11 @@ def circle_points(n: int, *, dtype: torch.dtype | None = None, device=None) -> C
 
 def _freqs(freqs, name="freqs"):
     k = np.atleast_1d(np.asarray(freqs))
-    if k.ndim != 1 or k.size == 0 or not np.all(np.isfinite(k.astype(float))) or np.any(k < 0) or np.any(k != np.round(k)):
+    if k.ndim != 1 or k.size == 0:
         raise ValueError(f"{name}={freqs!r} must be a non-empty 1-D sequence of integers >= 0 (periodic modes)")
+    for i, v in enumerate(k.tolist()):
+        if not (isinstance(v, float) and v.is_integer() and v >= 0):  # 2.0 is frequency 2
+            validate.nonnegative_int(f"{name}[{i}]", v)
     return k.astype(int)
 
 
@@ -185,16 +189,11 @@ def ntk_eigenvalues_circle(kmax: int, depth: int = 1, bias: bool = False, *, ker
     layer. Gauss-Legendre quadrature with ``n_quad`` nodes, checked against ``2 n_quad``.
     Bias-free two-layer relu: :math:`\mu_k = 0` for odd k >= 3, :math:`\mu_k > 0` otherwise.
     """
-    if isinstance(kmax, bool) or not isinstance(kmax, int) or kmax < 0:
-        raise ValueError(f"kmax={kmax!r} must be an integer >= 0")
-    if kernel not in ("ntk", "nngp"):
-        raise ValueError(f"kernel={kernel!r} is not allowed; allowed: 'ntk', 'nngp'")
-    if isinstance(n_quad, bool) or not isinstance(n_quad, int) or n_quad < 8:
-        raise ValueError(f"n_quad={n_quad!r} must be an integer >= 8")
+    kmax = validate.nonnegative_int("kmax", kmax)
+    kernel = validate.one_of("kernel", kernel, ("ntk", "nngp"))
+    n_quad = validate.integer("n_quad", n_quad, lo=8)
     if bias:
-        sigma_b2 = 1.0 if sigma_b2 is None else sigma_b2
-        if not (math.isfinite(float(sigma_b2)) and float(sigma_b2) > 0):
-            raise ValueError(f"sigma_b2={sigma_b2!r} must be > 0 when bias=True")
+        sigma_b2 = validate.positive("sigma_b2", 1.0 if sigma_b2 is None else sigma_b2)
     else:
         if sigma_b2 not in (None, 0, 0.0):
             raise ValueError(f"sigma_b2={sigma_b2!r} needs bias=True (bias=False means sigma_b2 = 0)")

@@ -43,7 +43,7 @@ def label_noise_slider_figure(runs: Sequence[Run]) -> go.Figure:
     """Static explorer: train/test accuracy over steps, one slider position per label-noise fraction."""
     runs = sorted(runs, key=lambda r: r.fraction)
     if not runs:
-        raise ValueError("runs is empty")
+        raise ValueError("runs=[] must hold at least one randomization.Run")
     fig = go.Figure()
     for i, r in enumerate(runs):
         for t in _acc_traces(r, visible=(i == 0)):
