@@ -72,3 +72,125 @@ def assert_untouched(model, snap):
     assert [m.training for m in model.modules()] == flags
     assert all(p.grad is None for p in model.parameters()) and all(g is None for g in grads)
     assert torch.equal(torch.get_rng_state(), rng), "the global RNG stream was consumed"
+
+
+# --- shared fixtures: a course copy, the built book and its server, the browser ----------------
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+BOOK_SCALE = "cpu"  # the book's scale: its build is the one cpu-scale run of every lab
+
+
+def tdl_env(**extra) -> dict:
+    """The environment `tdl` and nbgrader run in: the venv's bin first on PATH, no course settings
+    of the caller's environment (TDL_EXCHANGE, TDL_GRADEBOOK, TDL_COURSE_ID, TDL_TERM_SECRET)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TDL_EXCHANGE", "TDL_GRADEBOOK", "TDL_COURSE_ID", "TDL_TERM_SECRET", "TDL_COURSE")}
+    env.update(PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", OMP_NUM_THREADS="1", **extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def course_copy(tmp_path_factory):
+    """A factory of fresh copies of the course (``assignments/``: its nbgrader_config.py, and its
+    ``source/`` unless ``source=False``); returns the new course root."""
+    def make(name: str = "course", *, source: bool = True) -> Path:
+        root = tmp_path_factory.mktemp(name) / "course"
+        root.mkdir()
+        shutil.copy(ROOT / "assignments" / "nbgrader_config.py", root)
+        if source:
+            shutil.copytree(ROOT / "assignments" / "source", root / "source")
+        else:
+            (root / "source").mkdir()
+        return root
+    return make
+
+
+def student_app(cls, course: Path, home: Path, sid: str, assignment: str):
+    """An nbgrader exchange app (fetch, submit, fetch feedback) acting as student ``sid`` in
+    ``home``, on the local exchange of ``course``."""
+    from nbgrader.auth import Authenticator
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config import Config
+
+    c = Config()
+    c.Exchange.root = str(course / "exchange")
+    c.Exchange.path_includes_course = True
+    c.Exchange.cache = str(home / ".nbgrader_cache")
+    c.CourseDirectory.course_id = "tdl"
+    c.CourseDirectory.root = str(home)
+    cd = CourseDirectory(config=c)
+    cd.assignment_id, cd.student_id = assignment, sid
+    app = cls(coursedir=cd, authenticator=Authenticator(config=c), config=c)
+    app.assignment_dir = str(home)
+    return app
+
+
+def build_book(src: Path, out: Path, scale: str = BOOK_SCALE):
+    import subprocess
+
+    env = {**os.environ, "TDL_SCALE": scale, "TDL_STATIC": "1"}
+    return subprocess.run([tool("jupyter-book"), "build", "--all", "-W", "-n", "--keep-going",
+                           "--path-output", str(out), str(src)],
+                          cwd=src, env=env, capture_output=True, text=True, timeout=1500)
+
+
+@pytest.fixture(scope="session")
+def book(tmp_path_factory) -> Path:
+    """The book built once per test session at the book's scale (``cpu``): the single execution of
+    every lab in ``make test``. Returns the build folder (``html/``, ``jupyter_execute/``). Tests
+    that use it are in the xdist group ``book`` so that one worker builds it."""
+    out = tmp_path_factory.mktemp("book")
+    r = build_book(ROOT, out)
+    assert r.returncode == 0, f"book build failed:\n{r.stdout[-6000:]}\n{r.stderr[-4000:]}"
+    assert (out / "_build" / "html" / "index.html").is_file()
+    return out / "_build"
+
+
+@pytest.fixture(scope="session")
+def site(book) -> Path:
+    return book / "html"
+
+
+@pytest.fixture(scope="session")
+def server(site):
+    """The built site on 127.0.0.1, served by a separate process (as a reader would serve it)."""
+    import subprocess
+    import time
+    import urllib.request
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                             "--directory", str(site)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(url + "/index.html", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory):
+    """One headless Chromium (Debian's, driven by Playwright) per test session."""
+    exe = require_browser()
+    from playwright.sync_api import sync_playwright
+
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(str(profile), executable_path=exe, headless=True,
+                                                   viewport={"width": 1400, "height": 1000}, args=CHROMIUM_ARGS)
+        yield ctx
+        ctx.close()

@@ -3,10 +3,8 @@ a real headless Chromium every page of _toc.yml loads offline with figures, math
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlparse
@@ -15,26 +13,9 @@ import nbformat
 import pytest
 import yaml
 
-from conftest import ROOT, require_browser, tool
+from conftest import ROOT, build_book
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("book")]
-
-
-def build(src: Path, out: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TDL_SCALE": "ci", "TDL_STATIC": "1"}
-    return subprocess.run([tool("jupyter-book"), "build", "--all", "-W", "-n", "--keep-going",
-                           "--path-output", str(out), str(src)],
-                          cwd=src, env=env, capture_output=True, text=True, timeout=1500)
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("book")
-    r = build(ROOT, out)
-    assert r.returncode == 0, f"book build failed:\n{r.stdout[-6000:]}\n{r.stderr[-4000:]}"
-    html = out / "_build" / "html"
-    assert (html / "index.html").is_file()
-    return html
 
 
 def toc_pages() -> list[str]:
@@ -188,52 +169,12 @@ def test_a_notebook_that_raises_fails_the_build(tmp_path):
     nb.cells = [nbformat.v4.new_markdown_cell("# Broken"), nbformat.v4.new_code_cell("raise RuntimeError('boom 42')")]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, book / "book" / "broken.ipynb")
-    r = build(book, tmp_path / "out")
+    r = build_book(book, tmp_path / "out", scale="ci")
     assert r.returncode != 0, "a notebook that raises did not fail the build"
     assert "boom 42" in r.stdout + r.stderr
 
 
 # --- in a real browser -------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def server(site):
-    """The built site on 127.0.0.1, served by a separate process (as a reader would serve it)."""
-    import socket
-    import sys
-    import time
-    import urllib.request
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-                             "--directory", str(site)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(url + "/index.html", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    exe = require_browser()
-    from playwright.sync_api import sync_playwright
-
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    with sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(
-            str(profile), executable_path=exe, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-        yield ctx
-        ctx.close()
-
 
 class PageLog:
     """Console errors, page errors, failed requests and every request that leaves 127.0.0.1."""

@@ -22,7 +22,7 @@ import sys
 import nbformat
 import pytest
 
-from conftest import BIN, IN_CI, ROOT
+from conftest import BIN, IN_CI, ROOT, student_app, tdl_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading")]
 
@@ -141,24 +141,6 @@ def _tdl(env, *args, check=True):
     return r
 
 
-def _student_app(cls, course, home, sid, assignment="hw01"):
-    from nbgrader.auth import Authenticator
-    from nbgrader.coursedir import CourseDirectory
-    from traitlets.config import Config
-
-    c = Config()
-    c.Exchange.root = str(course / "exchange")
-    c.Exchange.path_includes_course = True
-    c.Exchange.cache = str(home / ".nbgrader_cache")
-    c.CourseDirectory.course_id = "tdl"
-    c.CourseDirectory.root = str(home)
-    cd = CourseDirectory(config=c)
-    cd.assignment_id, cd.student_id = assignment, sid
-    app = cls(coursedir=cd, authenticator=Authenticator(config=c), config=c)
-    app.assignment_dir = str(home)
-    return app
-
-
 def _gradebook_snapshot(course):
     from nbgrader.api import Gradebook
 
@@ -178,31 +160,37 @@ def _files_snapshot(directory):
     return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
+# The term in stages, one module-scoped fixture each: a failing stage errors only the tests that
+# need it (a broken feedback step leaves the grading tests standing).
+
+
 @pytest.fixture(scope="module")
-def term(tmp_path_factory):
-    from nbgrader.exchange.default import ExchangeFetchAssignment, ExchangeFetchFeedback, ExchangeSubmit
-
-    work = tmp_path_factory.mktemp("term")
-    course = work / "course"
-    course.mkdir()
-    shutil.copy(ROOT / "assignments" / "nbgrader_config.py", course)
-    shutil.copytree(ROOT / "assignments" / "source", course / "source")
-    env = {k: v for k, v in os.environ.items() if k not in ("TDL_EXCHANGE", "TDL_GRADEBOOK", "TDL_COURSE_ID")}
-    env.update(TDL_COURSE=str(course), PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    out = {"course": course, "env": env, "work": work}
-
+def released(course_copy):
+    """Roster imported twice, hw01 released (with its ci-scale check)."""
+    course = course_copy("term")
+    work = course.parent
+    env = tdl_env(TDL_COURSE=str(course))
     roster = work / "roster.csv"
     roster.write_text("id,First Name,Last Name,Email\n" + "".join(f"{s},{s.title()},Student,{s}@uni.example\n"
                                                               for s in ROSTER))
+    out = {"course": course, "env": env, "work": work}
     out["roster1"] = _tdl(env, "roster", "import", str(roster))
     out["roster2"] = _tdl(env, "roster", "import", str(roster))
     out["release"] = _tdl(env, "release", "hw01", "--due", "2026-01-15 17:00")
+    return out
 
+
+@pytest.fixture(scope="module")
+def collected(released):
+    """Every student fetched, edited and submitted through the exchange; tdl collect."""
+    from nbgrader.exchange.default import ExchangeFetchAssignment, ExchangeSubmit
+
+    course, work, out = released["course"], released["work"], dict(released)
     source = nbformat.read(course / "source" / "hw01" / "hw01.ipynb", as_version=4)
     for sid in EXPECTED:
         home = work / "students" / sid
         home.mkdir(parents=True)
-        _student_app(ExchangeFetchAssignment, course, home, sid).start()
+        student_app(ExchangeFetchAssignment, course, home, sid, "hw01").start()
         path = home / "tdl" / "hw01" / "hw01.ipynb"
         if sid == "good1":
             out["fetched"] = path.read_text()
@@ -212,9 +200,15 @@ def term(tmp_path_factory):
             path.rename(path.with_name("hw01-Copy1.ipynb"))
         if sid == "intruder":
             path.write_text(path.read_text()[:5000])  # truncated JSON
-        _student_app(ExchangeSubmit, course, home, sid).start()
+        student_app(ExchangeSubmit, course, home, sid, "hw01").start()
+    out["collect"] = _tdl(released["env"], "collect", "hw01")
+    return out
 
-    out["collect"] = _tdl(env, "collect", "hw01")
+
+@pytest.fixture(scope="module")
+def term(collected):
+    """Graded twice (snapshots of the gradebook and the graded files after each run)."""
+    out, env, course = dict(collected), collected["env"], collected["course"]
     out["grade1"] = _tdl(env, "grade", "hw01", "--jobs", "2", "--cell-timeout", "5", "--timeout", "120",
                          "--no-progress", check=False)
     out["db1"] = _gradebook_snapshot(course)
@@ -222,9 +216,18 @@ def term(tmp_path_factory):
     out["grade2"] = _tdl(env, "grade", "hw01", "--jobs", "2", "--no-progress", check=False)
     out["db2"] = _gradebook_snapshot(course)
     out["files2"] = _files_snapshot(course / "autograded")
+    return out
+
+
+@pytest.fixture(scope="module")
+def fed_back(term):
+    """Feedback with solutions released; two students fetch it; export and report."""
+    from nbgrader.exchange.default import ExchangeFetchFeedback
+
+    out, env, course, work = dict(term), term["env"], term["course"], term["work"]
     out["feedback"] = _tdl(env, "feedback", "hw01", "--with-solutions")
     for sid in ("good1", "loop"):
-        _student_app(ExchangeFetchFeedback, course, work / "students" / sid, sid).start()
+        student_app(ExchangeFetchFeedback, course, work / "students" / sid, sid, "hw01").start()
     out["export"] = _tdl(env, "export", str(work / "grades.csv"))
     out["report"] = _tdl(env, "report", "hw01")
     return out
@@ -237,19 +240,19 @@ def _scores(course, student):
         return tuple(gb.find_grade(c, "hw01", "hw01", student).score for c in ("q1-test", "q2-test", "q3-test"))
 
 
-def test_roster_import_is_idempotent(term):
-    assert f"{len(ROSTER)} added, 0 updated, 0 unchanged" in term["roster1"].stdout
-    assert "nothing changed" in term["roster2"].stdout and f"{len(ROSTER)} unchanged" in term["roster2"].stdout
+def test_roster_import_is_idempotent(released):
+    assert f"{len(ROSTER)} added, 0 updated, 0 unchanged" in released["roster1"].stdout
+    assert "nothing changed" in released["roster2"].stdout and f"{len(ROSTER)} unchanged" in released["roster2"].stdout
 
 
-def test_release_reaches_students_without_solutions(term):
-    text = term["fetched"]
+def test_release_reaches_students_without_solutions(collected):
+    text = collected["fetched"]
     assert "rademacher_linear" in text and "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text
     assert "itertools.product" not in text  # the solution body itself
 
 
-def test_collect_reports_late_and_unknown(term):
-    out = term["collect"].stdout
+def test_collect_reports_late_and_unknown(collected):
+    out = collected["collect"].stdout
     assert f"{len(EXPECTED)} submission(s)" in out
     assert "not on the roster (collected anyway): intruder" in out
     assert "late:" in out  # the due date was in January
@@ -337,10 +340,10 @@ def _table(stdout):
     return {ln.split()[0]: ln.split()[1:] for ln in lines}
 
 
-def test_feedback_with_solutions_reaches_students(term):
-    assert f"released to {len(EXPECTED) - 2} student(s) with the model solution" in term["feedback"].stdout
+def test_feedback_with_solutions_reaches_students(fed_back):
+    assert f"released to {len(EXPECTED) - 2} student(s) with the model solution" in fed_back["feedback"].stdout
     for sid in ("good1", "loop"):
-        pages = list((term["work"] / "students" / sid / "tdl" / "hw01" / "feedback").rglob("hw01.html"))
+        pages = list((fed_back["work"] / "students" / sid / "tdl" / "hw01" / "feedback").rglob("hw01.html"))
         assert len(pages) == 1, pages
         html = pages[0].read_text()
         assert "tdl-model-solution" in html and "Model answer" in html  # q4's model answer, never released before
@@ -357,8 +360,8 @@ def test_solutions_refused_before_due_date(term):
         feedback(load_course(term["course"]), "hw01", with_solutions=True, now=dt.datetime(2026, 1, 1))
 
 
-def test_export(term):
-    rows = list(csv.DictReader(open(term["work"] / "grades.csv")))
+def test_export(fed_back):
+    rows = list(csv.DictReader(open(fed_back["work"] / "grades.csv")))
     by_id = {r["student_id"]: r for r in rows}
     assert set(by_id) == set(EXPECTED)
     for sid, cells in EXPECTED.items():
@@ -368,8 +371,8 @@ def test_export(term):
         assert float(by_id[sid]["max_score"]) == 9.0
 
 
-def test_report(term):
-    html = (term["course"] / "reports" / "hw01.html").read_text()
+def test_report(fed_back):
+    html = (fed_back["course"] / "reports" / "hw01.html").read_text()
     for cell in ("q1-test", "q2-test", "q3-test", "autograded total"):
         assert cell in html
     assert html.count('class="plotly-graph-div"') == 4

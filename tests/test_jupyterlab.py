@@ -12,7 +12,7 @@ import urllib.request
 import nbformat
 import pytest
 
-from conftest import ROOT, require_browser, tool
+from conftest import ROOT, tool
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.xdist_group("jupyterlab")]
 LAB = ROOT / "labs" / "01_generalization_puzzle.ipynb"
@@ -50,17 +50,10 @@ def lab_server(tmp_path_factory):
     proc.wait(timeout=20)
 
 
-def test_lab_runs_and_widget_is_live(lab_server, tmp_path):
-    exe = require_browser()
-    from playwright.sync_api import sync_playwright
-
+def test_lab_runs_and_widget_is_live(lab_server, browser, tmp_path):
     url, token = lab_server
-    with sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=exe, headless=True, viewport={"width": 1400, "height": 1000},
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-        page = ctx.new_page()
+    if True:  # one shared browser (conftest); a fresh page
+        page = browser.new_page()
         foreign = []
         page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(("data:", "blob:", "http://127.0.0.1", "ws://127.0.0.1"))
                    else (foreign.append(r.request.url), r.abort()))
@@ -95,4 +88,4 @@ def test_lab_runs_and_widget_is_live(lab_server, tmp_path):
         assert page.locator(".jp-RenderedPlotly .main-svg, .js-plotly-plot .main-svg").count() >= 4
         assert not foreign, f"JupyterLab requested other hosts: {foreign}"
         page.screenshot(path=str(tmp_path / "jupyterlab.png"))
-        ctx.close()
+        page.close()

@@ -8,14 +8,12 @@ the written answer waits for a human, and the experiment cells were not re-run b
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 
 import nbformat
 import pytest
 
-from conftest import BIN, ROOT
+from conftest import BIN, ROOT, student_app, tdl_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("labgrading")]
 LAB = next((ROOT / "labs").glob("01_*.ipynb"))
@@ -28,40 +26,17 @@ def _tdl(env, *args):
     return r
 
 
-def _app(cls, course, home, sid):
-    from nbgrader.auth import Authenticator
-    from nbgrader.coursedir import CourseDirectory
-    from traitlets.config import Config
-
-    c = Config()
-    c.Exchange.root = str(course / "exchange")
-    c.Exchange.path_includes_course = True
-    c.Exchange.cache = str(home / ".nbgrader_cache")
-    c.CourseDirectory.course_id = "tdl"
-    c.CourseDirectory.root = str(home)
-    cd = CourseDirectory(config=c)
-    cd.assignment_id, cd.student_id = "lab01", sid
-    app = cls(coursedir=cd, authenticator=Authenticator(config=c), config=c)
-    app.assignment_dir = str(home)
-    return app
-
-
 def _graded(nb):
     return {c.metadata["nbgrader"]["grade_id"]: c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id")}
 
 
 @pytest.fixture(scope="module")
-def lab_term(tmp_path_factory):
+def lab_term(course_copy):
     from nbgrader.exchange.default import ExchangeFetchAssignment, ExchangeFetchFeedback, ExchangeSubmit
 
-    work = tmp_path_factory.mktemp("labterm")
-    course = work / "course"
-    course.mkdir()
-    shutil.copy(ROOT / "assignments" / "nbgrader_config.py", course)
-    (course / "source").mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("TDL_EXCHANGE", "TDL_GRADEBOOK", "TDL_COURSE_ID")}
-    env.update(TDL_COURSE=str(course), TDL_LABS=str(ROOT / "labs"), TDL_SCALE="ci", OMP_NUM_THREADS="1",
-               PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    course = course_copy("labterm", source=False)
+    work = course.parent
+    env = tdl_env(TDL_COURSE=str(course), TDL_LABS=str(ROOT / "labs"), TDL_SCALE="ci")
     roster = work / "roster.csv"
     roster.write_text("id,first_name,last_name,email\n" + "".join(f"{s},{s},S,{s}@x.example\n" for s in STUDENTS))
     _tdl(env, "roster", "import", str(roster))
@@ -70,7 +45,7 @@ def lab_term(tmp_path_factory):
     for sid in STUDENTS:
         home = work / "students" / sid
         home.mkdir(parents=True)
-        _app(ExchangeFetchAssignment, course, home, sid).start()
+        student_app(ExchangeFetchAssignment, course, home, sid, "lab01").start()
         path = home / "tdl" / "lab01" / "lab01.ipynb"
         out[f"fetched_{sid}"] = path.read_text()
         if sid == "honest":
@@ -81,11 +56,11 @@ def lab_term(tmp_path_factory):
                 if meta.get("solution"):
                     c.source = src[gid].source
             nbformat.write(nb, path)
-        _app(ExchangeSubmit, course, home, sid).start()
+        student_app(ExchangeSubmit, course, home, sid, "lab01").start()
     out["collect"] = _tdl(env, "collect", "lab01")
     out["grade"] = _tdl(env, "grade", "lab01", "--jobs", "2", "--no-progress")
     out["feedback"] = _tdl(env, "feedback", "lab01")
-    _app(ExchangeFetchFeedback, course, work / "students" / "honest", "honest").start()
+    student_app(ExchangeFetchFeedback, course, work / "students" / "honest", "honest", "lab01").start()
     out["feedback_files"] = list((work / "students" / "honest" / "tdl" / "lab01" / "feedback").rglob("*.html"))
     return out
 

@@ -6,7 +6,6 @@ CSV with both students."""
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 import subprocess
 
@@ -26,10 +25,8 @@ def nbgrader(course, *args):
 
 
 @pytest.fixture(scope="module")
-def graded_course(tmp_path_factory):
-    course = tmp_path_factory.mktemp("course")
-    shutil.copy(ROOT / "assignments" / "nbgrader_config.py", course)
-    shutil.copytree(ROOT / "assignments" / "source", course / "source")
+def graded_course(course_copy):
+    course = course_copy("nbgrader")
     for student in ("good_student", "blank_student"):
         nbgrader(course, "db", "student", "add", student)
     for a in ASSIGNMENTS:

@@ -1,4 +1,6 @@
-"""Every notebook in labs/ and assignments/source/ runs under papermill at scale="ci"."""
+"""Every notebook runs once in `make test`: each lab at `cpu` scale, inside the book build (the
+session's `book` fixture; its executed notebooks are checked here: every cell ran without error,
+every figure has data, the lab's claims hold), each assignment under papermill at `ci` scale."""
 
 from __future__ import annotations
 
@@ -7,18 +9,18 @@ import os
 import nbformat
 import pytest
 
-from conftest import ROOT
+from conftest import BOOK_SCALE, ROOT
 
-NOTEBOOKS = sorted(ROOT.glob("labs/*.ipynb")) + sorted(ROOT.glob("assignments/source/*/*.ipynb"))
+LABS = sorted(ROOT.glob("labs/*.ipynb"))
+ASSIGNMENTS = sorted(ROOT.glob("assignments/source/*/*.ipynb"))
+NOTEBOOKS = LABS + ASSIGNMENTS
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[str(p.relative_to(ROOT)) for p in NOTEBOOKS])
-def test_notebook_runs_at_ci_scale(path, tmp_path, monkeypatch):
+@pytest.mark.parametrize("path", ASSIGNMENTS, ids=[str(p.relative_to(ROOT)) for p in ASSIGNMENTS])
+def test_assignment_runs_at_ci_scale(path, tmp_path, monkeypatch):
     import papermill as pm
 
-    # Static mode: the lab renders its widget as the book does (no kernel round trip needed).
-    monkeypatch.setenv("TDL_STATIC", "1")
     monkeypatch.delenv("TDL_SCALE", raising=False)
     params = {"scale": "ci"} if _has_parameters_cell(path) else {}
     try:
@@ -32,6 +34,46 @@ def test_notebook_runs_at_ci_scale(path, tmp_path, monkeypatch):
 def _has_parameters_cell(path) -> bool:
     nb = nbformat.read(path, as_version=4)
     return any("parameters" in c.metadata.get("tags", []) for c in nb.cells)
+
+
+def _executed(book, path):
+    out = book / "jupyter_execute" / path.relative_to(ROOT)
+    assert out.is_file(), f"the book build did not execute {path.relative_to(ROOT)} (not in _toc.yml?)"
+    return nbformat.read(out, as_version=4)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("book")
+@pytest.mark.parametrize("path", LABS, ids=lambda p: p.name)
+def test_lab_ran_at_book_scale_without_error(book, path):
+    """Every code cell of the lab ran in the book build (except those the book skips: the graded
+    cells of the student version), none raised, and every plotly figure holds data."""
+    nb = _executed(book, path)
+    skipped = {i for i, c in enumerate(nb.cells) if "skip-execution" in c.metadata.get("tags", [])}
+    for i, c in enumerate(nb.cells):
+        if c.cell_type != "code" or not c.source.strip() or i in skipped:
+            continue
+        assert c.get("execution_count"), f"{path.name}: cell {i} did not run"
+        errors = [o for o in c.outputs if o.get("output_type") == "error"]
+        assert not errors, f"{path.name}: cell {i} raised {errors[0].get('ename')}: {errors[0].get('evalue')}"
+        for o in c.outputs:
+            fig = o.get("data", {}).get("application/vnd.plotly.v1+json")
+            if fig is not None:
+                traces = fig.get("data", [])
+                assert traces and all(any(len(tr.get(k) or []) for k in ("x", "y", "z", "values")) for tr in traces), \
+                    f"{path.name}: cell {i} has a figure without data"
+    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert f"scale={BOOK_SCALE}" in text.replace("'", "").replace('"', ""), f"{path.name} did not run at {BOOK_SCALE}"
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("book")
+def test_lab01_stated_results_hold_at_cpu_scale(book):
+    """The lab's text states what happens at `cpu` scale (the scale of the book); its claims cell
+    asserts those statements, and the book build is where it runs."""
+    nb = _executed(book, ROOT / "labs" / "01_generalization_puzzle.ipynb")
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert text.count("[ok]") == 4 and "FAILS" not in text
 
 
 @pytest.mark.parametrize("path", sorted(ROOT.glob("labs/*.ipynb")), ids=lambda p: p.name)
@@ -49,27 +91,8 @@ def test_notebook_committed_without_outputs(path):
     assert not dirty, f"{path.name}: cells {dirty} have outputs or execution counts; strip them before committing"
 
 
-@pytest.mark.slow
-@pytest.mark.xdist_group("lab01-cpu")
-def test_lab01_stated_results_hold_at_cpu_scale(tmp_path, monkeypatch):
-    """The lab's text states what happens at `cpu` scale (the scale of the book); its check cell
-    asserts those statements, so they are tested here rather than assumed (~1.5 min)."""
-    import papermill as pm
-
-    monkeypatch.setenv("TDL_STATIC", "1")
-    path = ROOT / "labs" / "01_generalization_puzzle.ipynb"
-    try:
-        out = pm.execute_notebook(str(path), str(tmp_path / path.name), parameters={"scale": "cpu"},
-                                  cwd=str(path.parent), kernel_name="python3", progress_bar=False)
-    except pm.PapermillExecutionError as e:
-        pytest.fail(f"{path.name} at scale=cpu: cell {e.exec_count} raised {e.ename}: {e.evalue}", pytrace=False)
-    text = "".join(o.get("text", "") for c in out.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert text.count("[ok]") == 4 and "FAILS" not in text
-
-
 # --- the graded "Your turn" section every lab ends with ---------------------------------------
 
-LABS = sorted(ROOT.glob("labs/*.ipynb"))
 GRADED_LABS = [p for p in LABS if any(c.metadata.get("nbgrader") for c in nbformat.read(p, as_version=4).cells)]
 
 

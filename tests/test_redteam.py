@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 
 import nbformat
 import pytest
 
-from conftest import BIN, IN_CI, ROOT, tool
+from conftest import BIN, IN_CI, ROOT, tdl_env, tool
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("redteam")]
 
@@ -180,9 +179,6 @@ def _comments(db):
 
 
 def _make_course(path, env):
-    path.mkdir()
-    shutil.copy(ROOT / "assignments" / "nbgrader_config.py", path)
-    shutil.copytree(ROOT / "assignments" / "source", path / "source")
     roster = path.parent / f"{path.name}-roster.csv"
     roster.write_text("id,first_name,last_name,email\n" + "".join(f"{s},{s},X,{s}@x.example\n" for s in STUDENTS))
     tdl = str(BIN / "tdl")
@@ -198,13 +194,10 @@ def _make_course(path, env):
 
 
 @pytest.fixture(scope="module")
-def redteam(tmp_path_factory):
-    work = tmp_path_factory.mktemp("redteam")
-    env = {k: v for k, v in os.environ.items() if k not in ("TDL_EXCHANGE", "TDL_GRADEBOOK", "TDL_COURSE_ID")}
+def redteam(course_copy):
     # A term secret: the hidden inputs differ from the public ones, in the kernel and in the grader.
-    env.update(PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", TDL_SCALE="ci", OMP_NUM_THREADS="1",
-               TDL_TERM_SECRET="red-team-term")
-    tdl, course = str(BIN / "tdl"), work / "tdl"
+    env = tdl_env(TDL_SCALE="ci", TDL_TERM_SECRET="red-team-term")
+    tdl, course = str(BIN / "tdl"), course_copy("redteam-tdl")
     _make_course(course, env)
     out = {"course": course}
     out["grade1"] = _run([tdl, "--course", str(course), "grade", "hw01", "--jobs", "2", "--no-progress"], course, env)
@@ -214,7 +207,7 @@ def redteam(tmp_path_factory):
     out["grade2"] = _run([tdl, "--course", str(course), "grade", "hw01", "--jobs", "2", "--no-progress"], course, env)
     out["tdl2"] = _scores(course / "gradebook.db")
     out["files2"] = {p: p.read_bytes() for p in sorted((course / "autograded").rglob("*.ipynb"))}
-    stock = work / "stock"
+    stock = course_copy("redteam-stock")
     _make_course(stock, env)
     out["stock_run"] = _run([tool("nbgrader"), "autograde", "hw01", "--force"], stock, env, check=False)
     out["stock"] = _scores(stock / "gradebook.db")

@@ -6,7 +6,6 @@ can emit, the static scan and the probe comparison, and `tdl release` refusing b
 from __future__ import annotations
 
 import math
-import shutil
 
 import numpy as np
 import pytest
@@ -219,15 +218,12 @@ def test_probe_of_an_untouched_kernel_finds_nothing():
     assert trusted.probe_findings(_snap(), None, kernel_died=True) == []
 
 
-def test_release_refuses_a_hidden_test_with_an_unknown_reference(tmp_path, capsys):
+def test_release_refuses_a_hidden_test_with_an_unknown_reference(course_copy, capsys):
     import json
 
     from tdlcourse.grading.cli import main
 
-    course = tmp_path / "course"
-    course.mkdir()
-    shutil.copy(ROOT / "assignments" / "nbgrader_config.py", course)
-    shutil.copytree(ROOT / "assignments" / "source", course / "source")
+    course = course_copy("badref")
     path = course / "source" / "hw01" / "hw01.ipynb"
     nb = json.loads(path.read_text())
     for c in nb["cells"]:
