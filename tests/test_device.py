@@ -87,10 +87,16 @@ def test_seed_everything_makes_all_generators_repeat():
             device.seed_everything(bad)
 
 
-def test_describe_reports_device_scale_and_precision(no_env):
+def test_describe_follows_the_environment(no_env, monkeypatch):
+    """What a lab prints is what it will run on: the overrides and the available devices decide."""
+    monkeypatch.setattr(device, "_available", lambda kind: kind in {"cuda", "cpu"})
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "Fake GPU")
     info = device.describe()
-    assert {"device", "scale", "torch", "threads", "precision"} <= set(info)
-    assert info["torch"] == torch.__version__
+    assert (info["device"], info["scale"], info["precision"], info["gpu"]) == ("cuda", "gpu", "tf32", "Fake GPU")
+    monkeypatch.setenv("TDL_DEVICE", "cpu")
+    monkeypatch.setenv("TDL_SCALE", "ci")
+    info = device.describe()
+    assert (info["device"], info["scale"], info["precision"]) == ("cpu", "ci", "fp32") and "gpu" not in info
 
 
 def test_precision_resolution_table():

@@ -84,7 +84,7 @@ def resolve_scale(scale: str | None = "auto") -> str:
     env = os.environ.get("TDL_SCALE")
     if env:
         return validate.one_of("TDL_SCALE", env, SCALES)
-    return "gpu" if torch.cuda.is_available() else "cpu"
+    return "gpu" if _available("cuda") else "cpu"
 
 
 def by_scale(scale: str | None, *, ci: T, cpu: T, gpu: T) -> T:
