@@ -237,34 +237,45 @@ class RosterChange:
         return bool(self.added or self.updated)
 
 
+def read_csv_table(path: str | os.PathLike, what: str, columns, required, aliases: dict) -> list[tuple[int, dict]]:
+    """The rows of a CSV file an instructor wrote (a roster, exam scores), as ``(line, row)`` with
+    ``row`` keyed by ``columns``: header names matched case-insensitively, spaces, dashes and
+    underscores equivalent, ``aliases`` mapped, other columns and blank lines dropped, values
+    stripped. Raises ``CourseError`` for a missing, non-UTF-8 or empty file, or a missing
+    ``required`` column; checking the values is the caller's (naming the lines)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CourseError(f"{what} file {str(path)!r} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise CourseError(f"{what} file {path} is not UTF-8 text: {e}") from None
+    reader = csv.DictReader(io.StringIO(text))
+    if not reader.fieldnames:
+        raise CourseError(f"{what} file {path} is empty; expected a header with columns {', '.join(columns)}")
+    names = {}
+    for raw in reader.fieldnames:
+        key = re.sub(r"[\s\-]+", "_", (raw or "").strip().lower())
+        names[raw] = aliases.get(key, key)
+    missing = [c for c in required if c not in names.values()]
+    if missing:
+        raise CourseError(f"{what} file {path} lacks column(s) {', '.join(missing)}; found "
+                          f"{', '.join(map(repr, reader.fieldnames))}; expected {', '.join(columns)}")
+    out = []
+    for line, raw in enumerate(reader, start=2):
+        row = {names[k]: (v or "").strip() for k, v in raw.items() if k in names and names[k] in columns}
+        if any(row.values()):
+            out.append((line, row))
+    return out
+
+
 def read_roster(path: str | os.PathLike) -> list[dict[str, str]]:
     """Read and validate a roster CSV with columns id, first name, last name, email (header names
     are matched case-insensitively; spaces, dashes and underscores are equivalent; extra columns
     are ignored). Raises ``CourseError`` for a missing file or column, an empty or invalid id, or
     an id given twice, naming the lines."""
-    path = Path(path)
-    if not path.is_file():
-        raise CourseError(f"roster file {str(path)!r} does not exist")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise CourseError(f"roster file {path} is not UTF-8 text: {e}") from None
-    reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames:
-        raise CourseError(f"roster file {path} is empty; expected a header with columns {', '.join(ROSTER_COLUMNS)}")
-    names = {}
-    for raw in reader.fieldnames:
-        key = re.sub(r"[\s\-]+", "_", (raw or "").strip().lower())
-        names[raw] = _ALIASES.get(key, key)
-    missing = [c for c in ROSTER_COLUMNS if c not in names.values()]
-    if missing:
-        raise CourseError(f"roster file {path} lacks column(s) {', '.join(missing)}; found "
-                          f"{', '.join(map(repr, reader.fieldnames))}; expected {', '.join(ROSTER_COLUMNS)}")
     rows, seen, problems = [], {}, []
-    for line, raw in enumerate(reader, start=2):
-        row = {names[k]: (v or "").strip() for k, v in raw.items() if k in names and names[k] in ROSTER_COLUMNS}
-        if not any(row.values()):
-            continue  # a blank line
+    for line, row in read_csv_table(path, "roster", ROSTER_COLUMNS, ROSTER_COLUMNS, _ALIASES):
         sid = row["id"]
         if not sid:
             problems.append(f"line {line}: empty id")

@@ -29,12 +29,11 @@ import io
 import json
 import math
 import os
-import re
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from .course import Course, CourseError, course_lock
+from .course import Course, CourseError, course_lock, read_csv_table
 from .files import atomic_write_text
 
 EXAM = "exam"
@@ -158,30 +157,9 @@ def read_exam(path: str | os.PathLike, *, known=None, max_score: float = DEFAULT
     The file is refused as a whole (``CourseError`` naming the lines) for a missing file or column,
     an empty file, an id not in ``known`` (when given), an id given twice, or a score that is not a
     number in [0, ``max_score``]."""
-    path = Path(path)
-    if not path.is_file():
-        raise CourseError(f"exam file {str(path)!r} does not exist")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise CourseError(f"exam file {path} is not UTF-8 text: {e}") from None
-    reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames:
-        raise CourseError(f"exam file {path} is empty; expected a header with columns id, score, note")
-    names = {}
-    for raw in reader.fieldnames:
-        key = re.sub(r"[\s\-]+", "_", (raw or "").strip().lower())
-        names[raw] = _EXAM_ALIASES.get(key, key)
-    missing = [c for c in EXAM_COLUMNS[:2] if c not in names.values()]
-    if missing:
-        raise CourseError(f"exam file {path} lacks column(s) {', '.join(missing)}; found "
-                          f"{', '.join(map(repr, reader.fieldnames))}; expected id, score and optionally note")
     known = None if known is None else set(known)
     scores, seen, problems = {}, {}, []
-    for line, raw in enumerate(reader, start=2):
-        row = {names[k]: (v or "").strip() for k, v in raw.items() if k in names and names[k] in EXAM_COLUMNS}
-        if not any(row.values()):
-            continue  # a blank line
+    for line, row in read_csv_table(path, "exam", EXAM_COLUMNS, EXAM_COLUMNS[:2], _EXAM_ALIASES):
         sid, value = row.get("id", ""), row.get("score", "")
         if not sid:
             problems.append(f"line {line}: empty id")
