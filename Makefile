@@ -2,7 +2,16 @@
 # Every target sets up what it needs (.venv from the pinned constraints, the offline JavaScript)
 # and re-running it is cheap: stamps skip work when nothing changed.
 SHELL := /bin/bash
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# The Python that creates .venv: the first of python3.11, python3.12, python3.13, python3 on PATH
+# (override: make test PYTHON=/usr/bin/python3.11). It must satisfy requires-python in pyproject.toml,
+# which the env rule checks before it creates anything.
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3.13 || command -v python3)
+# Where pip gets torch (see README, "Set-up"). Empty: pip's usual index, i.e. PyPI, whose Linux x86_64
+# torch==2.13.0 is the CUDA build (with its nvidia-* and triton wheels, about 4.7 GB; it also runs
+# without a GPU). TORCH_INDEX=https://download.pytorch.org/whl/cpu installs the CPU build
+# (2.13.0+cpu) instead. Only torch itself comes from that index; its dependencies come from pip's
+# usual index, pinned by constraints.txt.
+TORCH_INDEX ?=
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tdl-installed
@@ -18,17 +27,46 @@ help:
 	@echo "make test   run the whole test suite (library, notebooks, nbgrader, book, browser)"
 	@echo "make lab    open JupyterLab on the course"
 	@echo "make bench  run the benchmarks (prints ratio tables; not tests)"
+	@echo "make env    only create .venv (every target above does it first; see README, Set-up)"
+	@echo "make test-fast  library tests only (seconds)"
+	@echo "Variables:  PYTHON=$(PYTHON) (creates .venv; must satisfy requires-python)"
+	@echo "            TORCH_INDEX=$(TORCH_INDEX) (empty: torch from PyPI, the CUDA build on Linux x86_64;"
+	@echo "            TORCH_INDEX=https://download.pytorch.org/whl/cpu: the CPU build; set it before .venv exists)"
+	@echo "            SCALE=$(SCALE) (lab scale of make book: ci, cpu, gpu)"
 
 env: $(STAMP)
 
+# Checks the running Python against requires-python of pyproject.toml (clauses >=X.Y[.Z] and <X.Y[.Z]);
+# plain Python 3, so that an old interpreter gets this message rather than a pip resolution error.
+define TDL_CHECK_PYTHON
+import re, sys
+spec = re.search(r'^requires-python\s*=\s*"([^"]*)"', open("pyproject.toml").read(), re.M).group(1)
+have = tuple(sys.version_info[:3])
+def holds(clause):
+    m = re.match(r"\s*(>=|<)\s*([0-9]+(?:[.][0-9]+)*)\s*\Z", clause)
+    if not m:
+        sys.exit("make cannot check the clause %r of requires-python in pyproject.toml" % clause)
+    want = tuple(int(x) for x in m.group(2).split("."))
+    return have[:len(want)] >= want if m.group(1) == ">=" else have[:len(want)] < want
+if not all(holds(c) for c in spec.split(",")):
+    sys.exit("make: Python %s is needed (requires-python in pyproject.toml), but %s is Python %s. "
+             "Install one that fits, or name it: make test PYTHON=/path/to/python3.11"
+             % (spec, sys.executable, ".".join(map(str, have))))
+endef
+export TDL_CHECK_PYTHON
+
 $(STAMP): pyproject.toml constraints.txt
-	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is needed, found " + sys.version' 
+	@test -n "$(PYTHON)" || { echo "make: no python3.11 or python3 on PATH; install Python 3.11 or pass make PYTHON=/path/to/python3.11" >&2; exit 1; }
+	@$(PYTHON) -c "$$TDL_CHECK_PYTHON"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c "$$TDL_CHECK_PYTHON" || { echo "make: $(VENV) was made by another Python; remove it (make distclean) and re-run" >&2; exit 1; }
 	$(PY) -m pip install -q --upgrade "pip>=24"
-	# torch first and exactly pinned: an unpinned torch would pull a multi-GB CUDA build.
-	$(PY) -m pip install -q -c constraints.txt "torch==2.13.0"
+	# torch first and exactly pinned: an unpinned torch would pull a newer multi-GB CUDA build.
+	# With TORCH_INDEX only torch comes from that index (--no-deps); the next command installs
+	# its dependencies from pip's usual index, pinned by constraints.txt.
+	$(PY) -m pip install -q -c constraints.txt $(if $(TORCH_INDEX),--no-deps --index-url "$(TORCH_INDEX)") "torch==2.13.0"
 	$(PY) -m pip install -q -c constraints.txt -e ".[course,dev]"
-	$(PY) -c "import torch, tdlcourse; assert torch.__version__.split('+')[0] == '2.13.0', torch.__version__"
+	$(PY) -c "import torch, tdlcourse; v = torch.__version__; assert v.split('+')[0] == '2.13.0', v; print('torch', v, '(CUDA build)' if torch.version.cuda else '(CPU build)')"
 	@touch $@
 
 vendor: $(VSTAMP)

@@ -1,8 +1,44 @@
 """tdlcourse: the library behind the Theoretical Deep Learning course.
 
-One module per idea (see shared design): ``device``, ``data``, ``models``, ``train``, ``capacity``,
-``plots``, ``widgets`` and the analytic modules. Import the module you need:
-``from tdlcourse import capacity; capacity.vc_gap(100, 1797, 0.05)``.
+One module per idea, named for it; nothing is imported here, so import the module you need:
+``from tdlcourse import capacity; capacity.vc_gap(100, 1797, 0.05)``. Each module's docstring
+states its conventions and the papers it follows.
+
+Module -> chapter -> lab -> tests. Only chapter 1 is built (page ``book/01_generalization_puzzle.md``,
+lab ``labs/01_generalization_puzzle.ipynb``, assignment ``assignments/source/hw01/``); the modules
+of the planned chapters 2-12 are written and tested ahead of their pages and labs.
+
+==================  =====================================================  ========================
+module              chapter (lab)                                          tests (``tests/``)
+==================  =====================================================  ========================
+``capacity``        1 generalization puzzle (lab 01); 2 norms, PAC-Bayes   ``test_capacity.py``
+``randomization``   1 generalization puzzle (lab 01)                       ``test_randomization.py``
+``regions``         5 linear regions (planned)                             ``test_regions.py``
+``meanfield``       6 signal propagation at initialization (planned)       ``test_meanfield.py``
+``randmat``         7 gradients, dynamical isometry (planned)              ``test_randmat.py``
+``ntk``             8 infinite width: NNGP and NTK (planned)               ``test_ntk.py``
+``spectral``        9 spectral bias (planned)                              ``test_spectral.py``
+``curvature``       10 loss landscapes and optimization (planned)          ``test_curvature.py``
+``landscape``       10 loss landscapes and optimization (planned)          ``test_landscape.py``
+``parity``          11 failures of gradient-based learning (planned)       ``test_parity.py``
+``infotheory``      12 information bottleneck (planned)                    ``test_infotheory.py``
+``device``          every lab: device, seeds, the ci/cpu/gpu scales        ``test_device.py``
+``data``            every lab: digits, corrupted labels, MNIST, CIFAR-10   ``test_data.py``
+``models``          every lab: MLP/CNN/ResMLP with explicit init (6, 7)    ``test_models.py``
+``layers``          the one parser of an MLP, the activation table         ``test_layers.py``
+``train``           every lab: ``fit``, ``fit_ensemble``, ``fit_sweep``    ``test_train.py``
+``checkpoint``      model files (safe to load)                             ``test_train.py``
+``validate``        argument checks for every public function              ``test_validate.py``
+``plots``           offline plotly figures                                 ``test_plots_widgets.py``
+``widgets``         ipywidgets explorers with a static form for the book   ``test_plots_widgets.py``
+``grading``         the instructor's ``tdl`` command (not for labs)        ``test_grading.py`` ...
+==================  =====================================================  ========================
+
+Private helpers: ``_functional`` (conventions shared by ``curvature`` and ``landscape``),
+``_mlpstack`` (the batched backward pass of ``fit_ensemble``), ``_atomic`` (atomic file writes).
+Every public function's bad-input message is tested in ``test_bad_input.py``; no module imports
+another in a cycle (``test_imports.py``). ``CONTRIBUTING.md`` has the same map, what a finished
+chapter is, and how to run one lab, test file or benchmark.
 """
 
 __version__ = "0.1.0"
