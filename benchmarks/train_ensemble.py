@@ -1,4 +1,4 @@
-"""Benchmark: a loop of ``train.fit`` against one ``train.fit_ensemble`` call (issue 3).
+"""Benchmark: a loop of ``train.fit`` against one ``train.fit_ensemble`` call.
 
 Cases (full-batch SGD, lr 0.05, all numbers measured in this one run):
 

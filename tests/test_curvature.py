@@ -85,7 +85,7 @@ def dense_hessian(model, loss_fn, batches):
 
 
 
-# ------------------------------------------------------------------ explicit Hessians (syllabus)
+# ------------------------------------------------------------------ explicit Hessians (course reference values)
 
 def test_ab_hessian_closed_form():
     # H = [[b^2, 2ab - 1], [2ab - 1, a^2]] = [[0.25, 1], [1, 4]]: eigenvalues {0, 4.25}.

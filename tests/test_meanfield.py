@@ -1,4 +1,4 @@
-"""Oracle tests for tdlcourse.meanfield: syllabus reference values, closed forms vs quadrature,
+"""Oracle tests for tdlcourse.meanfield: the course's public reference values, closed forms vs quadrature,
 fixed-point identities, finite differences and a Monte Carlo simulation of a wide tanh net."""
 
 import math
@@ -15,7 +15,7 @@ ERF_CALLABLE = (special.erf, lambda x: 2.0 / math.sqrt(math.pi) * np.exp(-x * x)
 RELU_CALLABLE = (lambda x: np.maximum(x, 0.0), lambda x: (x > 0).astype(float))
 
 
-# ---------------------------------------------------------------- syllabus reference values
+# ---------------------------------------------------------------- the course's public reference values
 
 
 def test_reference_tanh_ordered_phase():
@@ -33,7 +33,7 @@ def test_reference_tanh_edge_of_chaos():
 
 def test_reference_relu_cmap_from_zero():
     assert mf.cmap("relu", 1.0, 0.0, 2.0, 0.0) == pytest.approx(0.318310, abs=5e-7)
-    # the formula of the syllabus at every c, and independent of q and s_w when s_b = 0
+    # the closed form at every c, and independent of q and s_w when s_b = 0
     c = np.linspace(-1, 1, 41)
     want = (np.sqrt(1 - c**2) + (np.pi - np.arccos(c)) * c) / np.pi
     for q, sw in [(1.0, 2.0), (0.3, 1.0), (7.0, 3.5)]:

@@ -1,4 +1,4 @@
-"""Oracle tests for tdlcourse.ntk: syllabus reference values, closed forms, dense per-sample
+"""Oracle tests for tdlcourse.ntk: the course's public reference values, closed forms, dense per-sample
 gradients, Monte Carlo over random nets, 1/sqrt(width) convergence and dense linear solves."""
 
 import math

@@ -63,7 +63,7 @@ def test_frequency_error_history_and_relative():
 def test_two_layer_relu_eigenvalues_closed_forms_and_zero_odd_modes():
     r = sp.ntk_eigenvalues_circle(30)
     assert r.converged and r.abs_error.max() < 1e-12
-    # mu_0 = (1/pi) int_0^pi K = 3/pi^2 and mu_1 = 1/4 by direct integration of the syllabus kernel
+    # mu_0 = (1/pi) int_0^pi K = 3/pi^2 and mu_1 = 1/4 by direct integration of the two-layer ReLU NTK
     assert r.mu[0] == pytest.approx(3 / math.pi**2, rel=1e-12)
     assert r.mu[1] == pytest.approx(0.25, rel=1e-12)
     odd = r.mu[3::2]

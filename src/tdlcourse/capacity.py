@@ -1,6 +1,6 @@
 """Capacity measures and generalization bounds.
 
-Chapter 1 uses the VC bound and the Rademacher complexity; chapter 2 the norm-based and PAC-Bayes
+Chapter 1 uses the VC bound and the Rademacher complexity; the planned chapter 2 the norm-based and PAC-Bayes
 bounds. Conventions: logs are natural (KL in nats); risks are 0-1 risks in [0, 1]; a torch weight
 W has shape [out, in] and acts as x -> W x; bounds are returned as computed, never clipped (a value
 above 1 is vacuous).

@@ -1,7 +1,7 @@
 """Loss landscapes: random and filter-normalised directions, 1-D/2-D loss surfaces, straight-line
 interpolation, mode connectivity along Bezier curves and trajectory PCA.
 
-Notation (book, chapter 10): theta in R^P is the trained point (layout and data convention in
+Notation (of the loss-landscape chapter, planned as chapter 10): theta in R^P is the trained point (layout and data convention in
 ``tdlcourse._functional``), L the loss of the data. A 2-D surface is
 L(alpha, beta) = L(theta + alpha d_1 + beta d_2) on an odd-sized grid centred so that
 (alpha, beta) = (0, 0) is exactly theta (Li, Xu, Taylor, Studer & Goldstein 2018).

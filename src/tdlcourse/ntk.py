@@ -1,4 +1,4 @@
-r"""Neural tangent kernel and NNGP kernel: empirical (torch.func) and analytic (chapter 8).
+r"""Neural tangent kernel and NNGP kernel: empirical (torch.func) and analytic (the planned chapter 8).
 
 Convention (NTK parametrization, Jacot et al. 2018): a fully connected net with ``depth`` hidden
 layers of width n and all weights and biases :math:`\sim N(0, 1)`,
@@ -20,7 +20,7 @@ layer is not divided by the input dimension: it sees :math:`x \cdot x'` itself (
 
 the NNGP kernel is :math:`\Sigma^{L+1}` and the NTK :math:`\Theta^{L+1}` (per output; the
 :math:`k`-output kernel is :math:`\Theta \otimes I_k`). With ``depth=1``, ``sigma_w2=1``,
-``sigma_b2=0`` and relu this is the syllabus' two-layer net
+``sigma_b2=0`` and relu this is the two-layer net of the course's reference values (NNGP 0.304499, NTK 0.471166 at theta = pi/3)
 :math:`f(x) = m^{-1/2}\sum_r a_r \mathrm{relu}(w_r\cdot x)`, :math:`w_r \sim N(0, I)`,
 :math:`a_r \sim N(0, 1)`: NNGP :math:`=(\sin t + (\pi - t)\cos t)/(2\pi)` and NTK = NNGP +
 :math:`\cos t\,(\pi - t)/(2\pi)` for unit inputs at angle t. Note :math:`E[\mathrm{relu}(u)^2] = q/2`,
