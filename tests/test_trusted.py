@@ -255,3 +255,18 @@ def test_term_secret_changes_the_hidden_inputs(monkeypatch):
     assert secret.digest != public.digest and secret.cases[0][0] == float(tdlcheck.rng("q").normal())
     with pytest.raises(ValueError, match="name="):
         tdlcheck.rng("")
+
+
+def test_sandbox_plan_keeps_the_reference_hidden_in_a_checkout_under_tmp(monkeypatch, tmp_path):
+    """A checkout under /tmp (CI's clean clone): /tmp is private, its src/ is kept, and the
+    reference library inside src/ must stay in the hidden list (it once fell out of it)."""
+    from tdlcourse.grading import sandbox as sb
+
+    src = tmp_path / "clone" / "src"
+    (src / "tdlcourse").mkdir(parents=True)
+    (src / "tdlcheck").mkdir()
+    monkeypatch.setattr(sb, "python_paths", lambda: [str(src)])
+    monkeypatch.setattr(sb, "reference_paths", lambda: [str(src / "tdlcourse")])
+    plan = sb.default_plan([str(tmp_path / "course")], str(tmp_path / "scratch"))
+    assert str(src / "tdlcourse") in plan.hide and str(src) in plan.keep and plan.reference_hidden
+    assert str(src / "tdlcourse") not in sb.default_plan([], str(tmp_path), hide_reference=False).hide

@@ -78,6 +78,7 @@ class SandboxPlan:
     keep: tuple[str, ...] = ()
     limits: tuple[tuple[str, int], ...] = ()
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    reference_hidden: bool = False  # the probe must find tdlcourse neither importable nor readable
 
     @property
     def namespace(self) -> bool:
@@ -149,25 +150,33 @@ def reference_paths() -> list[str]:
     return _existing([os.path.dirname(os.path.realpath(tdlcourse.__file__))])
 
 
+def _reference_files() -> list[str]:
+    return [os.path.join(d, f) for d in reference_paths() for f in ("__init__.py", "capacity.py")]
+
+
 def default_plan(course_paths: list[str], scratch_root: str, *, uid_base: int | None = DEFAULT_UID_BASE,
                  memory_mb: int | None = None, hide_reference: bool = True) -> SandboxPlan:
     """The strongest plan for this process (before probing): namespace and uid drop when root;
     the course, the homes and the reference library (``reference_paths``) hidden."""
     from jupyter_core.paths import jupyter_runtime_dir
 
-    hide = _existing(list(course_paths) + (reference_paths() if hide_reference else []) + [jupyter_runtime_dir(), os.path.expanduser("~"),
-                                                               "/home", "/root", "/run/user"])
+    hide = _existing(list(course_paths) + (reference_paths() if hide_reference else [])
+                     + [jupyter_runtime_dir(), os.path.expanduser("~"), "/home", "/root", "/run/user"])
     private = _existing([tempfile.gettempdir(), "/tmp", "/var/tmp", "/dev/shm", scratch_root])
-    hide = [h for h in _minimal(hide) if not any(_inside(h, p) for p in private)]
-    private = _minimal(private)
     keep = _minimal(python_paths())
+    # A path inside a private folder is hidden by it, unless a kept tree brings it back (a checkout
+    # under /tmp: its src/ is kept, and the reference library inside it must stay covered).
+    hide = [h for h in _minimal(hide)
+            if not any(_inside(h, p) for p in private) or any(_inside(h, k) for k in keep)]
+    private = _minimal(private)
     limits = [("RLIMIT_CORE", 0), ("RLIMIT_FSIZE", 256 * 2**20), ("RLIMIT_NOFILE", 1024)]
     if memory_mb:
         limits.append(("RLIMIT_AS", int(memory_mb) * 2**20))
     root = os.geteuid() == 0
     mode = "user+namespace" if root else "none"
     return SandboxPlan(mode=mode, uid_base=uid_base if root else None, hide=tuple(hide),
-                       private=tuple(private), keep=tuple(keep), limits=tuple(limits))
+                       private=tuple(private), keep=tuple(keep), limits=tuple(limits),
+                       reference_hidden=hide_reference)
 
 
 def _weaken(plan: SandboxPlan, mode: str) -> SandboxPlan:
@@ -215,12 +224,19 @@ _PROBE_CODE = """
 import json, os, sys
 import ipykernel, numpy, tdlcheck
 readable = []
-if sys.argv[2] == "1":
+reference = json.loads(sys.argv[2])  # the reference library's files, when it must be hidden
+if reference:
     try:
         import tdlcourse.capacity
         readable.append("tdlcourse.capacity (importable)")
     except ImportError:
         pass
+    for p in reference:
+        try:
+            open(p, "rb").close()
+            readable.append(p)
+        except OSError:
+            pass
 for p in json.loads(sys.argv[1]):
     try:
         if os.path.isdir(p):
@@ -239,7 +255,7 @@ def _probe_once(plan: SandboxPlan, scratch_root: str, secret_paths: list[str]) -
     try:
         cmd = launcher_command(plan, slot=0, scratch=scratch,
                                argv=[sys.executable, "-c", _PROBE_CODE, json.dumps(secret_paths),
-                                     "1" if plan.namespace and set(reference_paths()) & set(plan.hide) else "0"])
+                                     json.dumps(_reference_files() if plan.namespace and plan.reference_hidden else [])])
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=kernel_env(scratch, {}),
                            start_new_session=True)
     except (OSError, subprocess.TimeoutExpired) as e:
