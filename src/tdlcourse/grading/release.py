@@ -38,7 +38,7 @@ def run_notebook(path: str | os.PathLike, *, scale: str = "ci", timeout: float =
                  output: str | os.PathLike | None = None) -> None:
     """Execute a (trusted) notebook in its own folder at ``scale``: like papermill, ``scale = ...``
     is injected after the cell tagged ``parameters`` (if any), and ``TDL_SCALE`` is set for the
-    kernel. Raises ``CourseError`` naming the first cell that fails; ``output`` receives the
+    kernel, with ``TDL_STATIC=1`` (widgets render their static fallback: there is no frontend). Raises ``CourseError`` naming the first cell that fails; ``output`` receives the
     executed notebook."""
     import nbformat
 
@@ -56,7 +56,9 @@ def run_notebook(path: str | os.PathLike, *, scale: str = "ci", timeout: float =
         cell = nbformat.v4.new_code_cell(f"# Parameters injected by tdl\nscale = {scale!r}")
         cell.metadata["tags"] = ["injected-parameters"]
         nb.cells.insert(tagged[0] + 1, cell)
-    env = dict(os.environ, TDL_SCALE=scale)
+    # Headless: no frontend will ever answer a live widget (nbclient can block on one), so the
+    # labs' explorers render their static fallback, as in the book.
+    env = dict(os.environ, TDL_SCALE=scale, TDL_STATIC="1")
     task = gx.Task(("", "", path.stem), nbformat.writes(nb), "", gx.Limits(timeout, timeout, 50_000_000),
                    cwd=str(path.parent.resolve()), env=tuple(env.items()))
     result = gx.execute(task)
