@@ -78,9 +78,19 @@ $(VSTAMP): js/package.json js/package-lock.json $(STAMP) scripts/vendor_js.sh
 browser:
 	@bash scripts/ensure_chromium.sh
 
-book: $(STAMP) $(VSTAMP)
-	TDL_SCALE=$(SCALE) TDL_STATIC=1 $(VENV)/bin/jupyter-book build --all -W -n --keep-going .
+# The book is rebuilt (every notebook executed once, at SCALE) only when a page, a lab, the
+# library or the configuration changed, or SCALE did: otherwise `make book` is instant.
+BOOK_STAMP := _build/.book-$(SCALE)
+BOOK_INPUTS := _config.yml _toc.yml $(shell find book labs src -type f \( -name '*.md' -o -name '*.ipynb' \
+                 -o -name '*.py' -o -name '*.bib' \) -not -path '*/.ipynb_checkpoints/*' 2>/dev/null)
+
+book: $(BOOK_STAMP)
 	@echo "The book: file://$(CURDIR)/_build/html/index.html"
+
+$(BOOK_STAMP): $(STAMP) $(VSTAMP) $(BOOK_INPUTS)
+	@rm -f _build/.book-*
+	TDL_SCALE=$(SCALE) TDL_STATIC=1 $(VENV)/bin/jupyter-book build --all -W -n --keep-going .
+	@touch $@
 
 test: $(STAMP) $(VSTAMP)
 	@bash scripts/ensure_chromium.sh || true
