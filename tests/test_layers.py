@@ -98,3 +98,21 @@ def test_table_rows_agree_with_torch(name):
     (ref,) = torch.autograd.grad(spec(leaf), leaf, g)
     saved = spec(z) if row.saves == "out" else z
     torch.testing.assert_close(row.backward.default(g, saved, **spec.backward_kwargs), ref)
+
+
+def test_a_module_used_twice_is_listed_each_time_it_runs():
+    """Sequential.forward runs a reused module at each position; named_children() lists it once,
+    which once made the parsers describe a shorter network than the one that runs."""
+    import torch
+    from torch import nn
+
+    from tdlcourse import layers, regions
+
+    torch.manual_seed(0)
+    act = nn.ReLU()
+    shared = nn.Sequential(nn.Linear(1, 4), act, nn.Linear(4, 4), act, nn.Linear(4, 1))
+    fresh = nn.Sequential(shared[0], nn.ReLU(), shared[2], nn.ReLU(), shared[4])
+    kinds = [type(s).__name__ for s in layers.parse_mlp(shared)]
+    assert kinds == ["Linear", "Activation", "Linear", "Activation", "Linear"]
+    a, b = regions.count_regions_1d(shared, -3.0, 3.0), regions.count_regions_1d(fresh, -3.0, 3.0)
+    assert getattr(a, "count", a) == getattr(b, "count", b)

@@ -113,7 +113,7 @@ CHEATS = {
         "    except OSError:\n"
         "        pass\n"
         "if _code:\n"
-        "    _ns = {'__name__': '__main__'}\n"
+        "    _ns = {'__name__': '__main__', '__package__': 'tdlcourse'}  # its relative imports resolve\n"
         "    exec(_code, _ns)\n"
         "    _stolen = _ns\n"),
     "displayhook_swap": (

@@ -4,9 +4,12 @@ sequential fit, divergence guard, bad input, History and checkpoints."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -182,17 +185,28 @@ def test_divergence_guard_names_the_step_and_last_finite_loss(digits):
     (dict(steps=0), "steps=0"),
     (dict(steps=5, epochs=2), "not both"),
     (dict(epochs=0), "epochs=0"),
-    (dict(lr=-1.0), "lr=-1.0"),
+    (dict(lr=-1.0), r"lr=-1 must lie in \(0, inf\)"),
+    (dict(lr=[0.1, 0.2]), r"lr=\[0.1, 0.2\] must be a finite real number"),  # one model, one rate
     (dict(lr=float("nan")), "lr=nan"),
     (dict(optimizer="rmsprop"), r"optimizer='rmsprop'.*'sgd', 'adam', 'adamw'"),
-    (dict(momentum=1.0), r"momentum=1.0"),
+    (dict(momentum=1.0), r"momentum=1 must lie in \[0, 1\)"),
+    (dict(nesterov=True), r"nesterov=True needs momentum > 0"),
+    (dict(optimizer="adam", betas=(0.9, 1.0)), r"betas\[1\]=1 must lie in \[0, 1\)"),
+    (dict(optimizer="adam", betas=(0.9,)), r"betas=\(0.9,\) must be two numbers in \[0, 1\)"),
+    (dict(eps=0.0), r"eps=0 must lie in \(0, inf\)"),
+    (dict(weight_decay=-0.1), r"weight_decay=-0.1 must lie in \[0, inf\)"),
+    (dict(warmup=1.5), r"warmup=1.5 must be an integer >= 0"),
+    (dict(eval_every=0), r"eval_every=0 must be an integer >= 1, or None \(steps // 50\)"),
+    (dict(seed="0"), r"seed='0' must be an integer"),
     (dict(optimizer="adam", momentum=0.9), "applies to optimizer='sgd'"),
-    (dict(batch_size=10**6), r"batch_size=1000000 must be an integer in \[1, 400\]"),
+    (dict(batch_size=10**6), r"batch_size=1000000 must be an integer in \[1, 400\], or None \(full batch\)"),
+    (dict(batch_size=True), r"batch_size=True must be an integer >= 1"),
     (dict(on_divergence="ignore"), r"on_divergence='ignore'.*'raise', 'record'"),
     (dict(loss="hinge"), r"loss='hinge'.*'cross_entropy', 'mse'"),
     (dict(precision="fp8"), "precision='fp8'"),
     (dict(compile="turbo"), "compile='turbo'"),
-    (dict(stop_when={"val_acc": 1.0}), "stop_when key 'val_acc'"),
+    (dict(stop_when={"val_acc": 1.0}), r"stop_when key='val_acc' is not allowed; allowed: 'train_loss', "),
+    (dict(stop_when={"train_acc": "high"}), r"stop_when\['train_acc'\]='high' must be a finite real number"),
     (dict(schedule="exp"), "schedule='exp'"),
 ])
 def test_fit_bad_options(digits, kwargs, match):
@@ -201,6 +215,40 @@ def test_fit_bad_options(digits, kwargs, match):
     with pytest.raises(ValueError, match=match):
         train.fit(model, digits, progress=False, **({"steps": 2} | kwargs if "epochs" not in kwargs else kwargs))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # rejected before training
+
+
+def test_train_config_checks_normalizes_and_resolves():
+    cpu = torch.device("cpu")
+    cfg = train.TrainConfig(epochs=3, batch_size=32, lr=[0.1, 0.2], betas=[0.8, 0.9], schedule="cosine", warmup=2)
+    assert cfg.lr == (0.1, 0.2) and cfg.betas == (0.8, 0.9)
+    run = cfg.resolve(100, cpu)  # 100 // 32 = 3 steps per epoch
+    assert run.steps == 9 and run.eval_every == 1 and run.precision == "fp32" and run.backend is None
+    assert run.factors == train.schedule_factors(9, "cosine", 2)
+    h = run.history(lr=0.2, seed=3, ensemble_index=1)
+    assert h.config["steps"] == 9 and h.config["epochs"] == 3 and h.config["lr"] == 0.2 and h.config["seed"] == 3
+    assert h.config["schedule"] == "cosine" and h.config["ensemble_index"] == 1 and h.step == []
+    run = train.TrainConfig(eval_every=4).resolve(10, cpu)
+    assert run.steps == 1000 and [s for s in range(1, 13) if run.is_eval(s)] == [4, 8, 12]
+    assert run.is_eval(1000)
+    with pytest.raises(ValueError, match=r"lr\[1\]=0 must lie in \(0, inf\)"):
+        train.TrainConfig(lr=[0.1, 0])
+    with pytest.raises(ValueError, match=r"batch_size=200 must be an integer in \[1, 100\], or None \(full batch\)"):
+        train.TrainConfig(batch_size=200).resolve(100, cpu)
+    with pytest.raises(ValueError, match=r"loss='l1' is not allowed; allowed: 'cross_entropy', 'mse', or a callable"):
+        train.TrainConfig(loss="l1")
+    with pytest.raises(ValueError, match=r"progress='yes' must be True or False"):
+        train.TrainConfig(progress="yes")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.lr = 1.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("statement", [
+    "import tdlcourse.checkpoint",
+    # train does not need checkpoint (History.save writes through tdlcourse._atomic)
+    "import sys, tdlcourse.train; assert 'tdlcourse.checkpoint' not in sys.modules",
+])
+def test_modules_import_alone(statement):
+    subprocess.run([sys.executable, "-c", statement], check=True, env=os.environ | {"OMP_NUM_THREADS": "1"})
 
 
 def test_fit_bad_data_is_rejected_before_training(digits):
@@ -355,7 +403,7 @@ def test_ensemble_accelerator_code_path_on_cpu(digits, monkeypatch, engine):
     # The GPU path (one pass for all K, losses on the device until each evaluation, masked updates)
     # cannot run here; the same logic on a CPU must give the sequential fits' results, divergence
     # and early stops included.
-    monkeypatch.setattr(train, "_ACCELERATOR_STYLE_ON_CPU", True)
+    monkeypatch.setattr(train.ensemble, "_ACCELERATOR_STYLE_ON_CPU", True)
     lrs = [0.05, 1e4, 0.3, 0.1]
     ens = [models.mlp(64, [32], 10, seed=s) for s in range(4)]
     seq = copy.deepcopy(ens)
@@ -395,6 +443,21 @@ def test_ensemble_batch_statistics_without_running_stats_match_fit(digits):
     assert res.engine == "func" and params_rel_err(ens, seq) < 1e-5 and hist_rel_err(res.histories, hs) < 1e-5
 
 
+def test_ensemble_of_a_sequential_that_reuses_one_activation_module(digits):
+    # Sequential's children list a reused module once; the bmm engine must not train the shorter net.
+    def make(s):
+        torch.manual_seed(s)
+        act = nn.Tanh()
+        return nn.Sequential(nn.Linear(64, 16), act, nn.Linear(16, 16), act, nn.Linear(16, 10))
+
+    ens = [make(s) for s in range(2)]
+    seq = copy.deepcopy(ens)
+    hs = [train.fit(m, digits, steps=5, progress=False) for m in seq]
+    res = train.fit_ensemble(ens, digits, steps=5, progress=False)
+    assert res.engine == "func"
+    assert params_rel_err(ens, seq) < 1e-5 and hist_rel_err(res.histories, hs) < 1e-5
+
+
 def test_ensemble_bad_input(digits):
     ms = [models.mlp(64, [8], 10, seed=s) for s in range(2)]
     with pytest.raises(ValueError, match="models is empty"):
@@ -415,8 +478,14 @@ def test_ensemble_bad_input(digits):
         train.fit_ensemble(ms, digits, engine="jax", progress=False)
     with pytest.raises(ValueError, match="engine='bmm' needs a plain MLP"):
         train.fit_ensemble([models.resmlp(64, 8, 1, 10) for _ in range(2)], digits, engine="bmm", progress=False)
-    with pytest.raises(ValueError, match="model_chunk=0"):
+    with pytest.raises(ValueError, match=r"model_chunk=0 must be an integer >= 1, or None \(automatic\)"):
         train.fit_ensemble(ms, digits, model_chunk=0, progress=False)
+    with pytest.raises(ValueError, match=r"eval_chunk=0 must be an integer >= 1"):
+        train.fit_ensemble(ms, digits, eval_chunk=0, progress=False)
+    with pytest.raises(ValueError, match=r"lr\[1\]=-0.1 must lie in \(0, inf\)"):
+        train.fit_ensemble(ms, digits, lr=[0.1, -0.1], progress=False)
+    with pytest.raises(ValueError, match=r"seeds\[1\]=1.5 must be an integer"):
+        train.fit_ensemble(ms, digits, seeds=[0, 1.5], progress=False)
 
 
 # --------------------------------------------------------------------------- fit_sweep

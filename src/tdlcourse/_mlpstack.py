@@ -1,9 +1,9 @@
 """K stacked plain MLPs: forward pass and hand-written backpropagation with batched matrix products.
 
-The ``"bmm"`` engine of ``train.fit_ensemble``. A *plan* lists the layers of an ``nn.Sequential`` of
-``Linear`` layers and elementwise activations (an optional leading ``Flatten``); parameters come as
-stacked tensors, ``W [K, out, in]`` and ``b [K, out]``. For a layer z = h W^T + b with upstream
-gradient g = dL/dz (all K models at once, B samples each):
+The ``"bmm"`` engine of ``train.fit_ensemble``. A ``Plan`` lists the layers of an ``nn.Sequential`` of
+``Linear`` layers and elementwise activations (an optional leading ``Flatten``), read with
+``layers.parse_mlp``; parameters come as stacked tensors, ``W [K, out, in]`` and ``b [K, out]``. For a
+layer z = h W^T + b with upstream gradient g = dL/dz (all K models at once, B samples each):
 
     dL/dW = g^T h,    dL/db = sum_B g,    dL/dh = g W,
 
@@ -16,36 +16,14 @@ memory traffic, and this cut the small benchmark's time by 44% (benchmarks/train
 
 from __future__ import annotations
 
-from functools import partial
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from typing import Callable, NamedTuple, Sequence, Union
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-aten = torch.ops.aten
-
-
-def _grad(op, **kw) -> Callable:
-    """g_z from g_a with ATen's backward kernel ``op``; ``out`` (may be g itself) avoids a new buffer."""
-    def f(g: torch.Tensor, saved: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        return op.default(g, saved, **kw) if out is None else op.grad_input(g, saved, grad_input=out, **kw)
-    return f
-
-
-# Activation modules -> (forward, in-place forward or None, backward, what backward reads: "out" =
-# phi(z) or "in" = z). The backward kernels are those PyTorch's autograd calls for each op.
-_ACTIVATIONS: dict[type, Callable[[nn.Module], tuple[Callable, Callable | None, Callable, str]]] = {
-    nn.ReLU: lambda m: (torch.relu, torch.relu_, _grad(aten.threshold_backward, threshold=0), "out"),
-    nn.Tanh: lambda m: (torch.tanh, torch.tanh_, _grad(aten.tanh_backward), "out"),
-    nn.Sigmoid: lambda m: (torch.sigmoid, torch.sigmoid_, _grad(aten.sigmoid_backward), "out"),
-    nn.GELU: lambda m: (partial(F.gelu, approximate=m.approximate), None,
-                        _grad(aten.gelu_backward, approximate=m.approximate), "in"),
-    nn.LeakyReLU: lambda m: (partial(F.leaky_relu, negative_slope=m.negative_slope), None,
-                             _grad(aten.leaky_relu_backward, negative_slope=m.negative_slope,
-                                   self_is_result=False), "in"),
-    nn.SiLU: lambda m: (F.silu, None, _grad(aten.silu_backward), "in"),
-}
+from . import layers
 
 CPU_CHUNK_BYTES = 2 ** 19  # one activation array of a model chunk on CPU: a quarter of a 2 MB L2 cache
 WIDE_MIN_FAN_IN = 32  # below this the wide GEMM saves less than its layout copy costs
@@ -55,40 +33,101 @@ WIDE_MIN_FAN_IN = 32  # below this the wide GEMM saves less than its layout copy
 # threads, so this is a floor, not a tuned value.
 WIDE_COLUMNS_PER_THREAD = 128
 
+# The activations of ``layers.ACTIVATIONS`` that have an ATen backward kernel (and a module to find).
+BACKPROP_ACTIVATIONS = tuple(name for name, a in layers.ACTIVATIONS.items()
+                             if a.backward is not None and a.module not in (None, nn.Identity))
 
-def plan(model: nn.Module, names: list[str], x_dim: int) -> list[tuple] | None:
-    """The layer list of a plain MLP (Sequential of Linear, elementwise activations, leading Flatten).
 
-    Entries: ``("flatten",)``, ``("linear", weight index, bias index or None)`` (indices into
-    ``names``), ``("act", forward, in-place forward, backward, reads)``. None when the model is anything else (those
-    models take the general torch.func engine).
+# --------------------------------------------------------------------------------------------------
+# the plan: what to compute, layer by layer
+
+
+class FlattenOp(NamedTuple):
+    """h [B, ...] -> [B, features] (a leading ``nn.Flatten()``)."""
+
+
+class LinearOp(NamedTuple):
+    """z = h W^T + b; ``weight`` and ``bias`` index the parameter list (``bias`` None: no bias)."""
+
+    weight: int
+    bias: int | None
+
+
+class ActivationOp(NamedTuple):
+    """a = phi(z) elementwise, and g_z = ``backward(g_a, saved, out)`` with ATen's backward kernel.
+
+    ``forward_`` is phi in place (None where torch has none); ``reads`` says what the backward kernel
+    needs saved: ``"out"`` = phi(z) or ``"in"`` = z. ``out`` (may be g_a itself) avoids a new buffer.
     """
-    if type(model) is not nn.Sequential:
+
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    forward_: Callable[[torch.Tensor], torch.Tensor] | None
+    backward: Callable[..., torch.Tensor]
+    reads: str
+
+
+Op = Union[FlattenOp, LinearOp, ActivationOp]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The ops of a plain MLP in forward order (see ``plan``)."""
+
+    ops: tuple[Op, ...]
+
+    def first_linear(self) -> LinearOp:
+        return next(op for op in self.ops if isinstance(op, LinearOp))
+
+    def ends_with_linear(self) -> bool:
+        return isinstance(self.ops[-1], LinearOp)
+
+
+def _backward_kernel(op, kw: dict) -> Callable[..., torch.Tensor]:
+    """g_z from g_a with the ATen backward kernel ``op`` (keyword arguments ``kw``)."""
+    def backward(g: torch.Tensor, saved: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        return op.default(g, saved, **kw) if out is None else op.grad_input(g, saved, grad_input=out, **kw)
+    return backward
+
+
+def _activation_op(spec: layers.Activation) -> ActivationOp:
+    info = spec.info
+    # An in-place phi only where it takes no arguments (relu_, tanh_, sigmoid_).
+    return ActivationOp(spec.fn, None if spec.kwargs else info.inplace,
+                        _backward_kernel(info.backward, spec.backward_kwargs), info.saves)
+
+
+def plan(model: nn.Module, names: list[str], x_dim: int) -> Plan | None:
+    """The ``Plan`` of a plain MLP, or None when the model is anything else (the torch.func engine).
+
+    Plain: an ``nn.Sequential`` (``layers.parse_mlp``) of ``Linear`` layers, activations with an ATen
+    backward kernel (``BACKPROP_ACTIVATIONS``) and an optional leading ``Flatten()``, on 2-D inputs
+    (``x_dim`` = 2, or more before the Flatten); every parameter trainable (``names``, the order of
+    the parameter list) and no module used twice.
+    """
+    try:
+        specs = layers.parse_mlp(model, activations=BACKPROP_ACTIVATIONS)
+    except layers.UnsupportedLayer:
         return None
     index = {n: i for i, n in enumerate(names)}
-    if len(index) != sum(1 for p in model.parameters()):
-        return None  # frozen parameters: general engine
-    ops: list[tuple] = []
+    if len(index) != sum(1 for _ in model.parameters()):
+        return None  # frozen parameters
+    if sum(1 for _ in model.modules(remove_duplicate=False)) != sum(1 for _ in model.modules()):
+        return None  # a module used twice: the parser lists it once, autograd would sum its gradients
+    ops: list[Op] = []
     features = x_dim
-    for i, (name, m) in enumerate(model.named_children()):
-        if isinstance(m, nn.Flatten) and i == 0 and m.start_dim == 1 and m.end_dim == -1:
-            ops.append(("flatten",))
+    for i, spec in enumerate(specs):
+        if isinstance(spec, layers.Flatten):
+            if i != 0 or spec.start_dim != 1 or spec.end_dim != -1:
+                return None
+            ops.append(FlattenOp())
             features = 2
-        elif type(m) is nn.Linear:
+        elif isinstance(spec, layers.Linear):
             if features != 2:
                 return None
-            ops.append(("linear", index[f"{name}.weight"], index.get(f"{name}.bias")))
-        elif type(m) is nn.Identity:
-            continue
-        elif type(m) in _ACTIVATIONS:
-            ops.append(("act", *_ACTIVATIONS[type(m)](m)))
+            ops.append(LinearOp(index[spec.weight_name], None if spec.bias is None else index[spec.bias_name]))
         else:
-            return None
-    return ops if any(op[0] == "linear" for op in ops) else None
-
-
-def first_linear(ops: list[tuple]) -> int:
-    return next(op[1] for op in ops if op[0] == "linear")
+            ops.append(_activation_op(spec))
+    return Plan(tuple(ops))
 
 
 class Workspace:
@@ -108,6 +147,10 @@ class Workspace:
         if t is None:
             t = self._bufs[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
         return t
+
+
+# --------------------------------------------------------------------------------------------------
+# forward pass and losses
 
 
 def _linear(h: torch.Tensor, shared: bool, w: torch.Tensor, b: torch.Tensor | None,
@@ -139,7 +182,7 @@ def _linear(h: torch.Tensor, shared: bool, w: torch.Tensor, b: torch.Tensor | No
     return z if b is None else z.add_(b.unsqueeze(1))
 
 
-def forward(ops: list[tuple], params: Sequence[torch.Tensor], x: torch.Tensor, shared: bool,
+def forward(plan: Plan, params: Sequence[torch.Tensor], x: torch.Tensor, shared: bool,
             ws: Workspace | None = None) -> torch.Tensor:
     """Outputs [K, B, d_out] of K stacked MLPs on inputs x ([B, ...] shared or [K, B, ...]).
 
@@ -147,14 +190,14 @@ def forward(ops: list[tuple], params: Sequence[torch.Tensor], x: torch.Tensor, s
     and applies activations in place, and the output lives until the workspace's next use.
     """
     h, own = x, False
-    for j, op in enumerate(ops):
-        if op[0] == "flatten":
-            h = h.flatten(1) if shared else h.flatten(2)
-        elif op[0] == "linear":
-            h = _linear(h, shared, params[op[1]], None if op[2] is None else params[op[2]], ws, j)
+    for j, op in enumerate(plan.ops):
+        if isinstance(op, LinearOp):
+            h = _linear(h, shared, params[op.weight], None if op.bias is None else params[op.bias], ws, j)
             shared, own = False, ws is not None
+        elif isinstance(op, ActivationOp):
+            h = op.forward_(h) if own and op.forward_ is not None else op.forward(h)
         else:
-            h = op[2](h) if own and op[2] is not None else op[1](h)
+            h = h.flatten(1) if shared else h.flatten(2)
     return h
 
 
@@ -234,8 +277,27 @@ def loss_and_grad(loss: str | Callable, lf: Callable, out: torch.Tensor, y: torc
     return losses.detach(), g
 
 
+# --------------------------------------------------------------------------------------------------
+# hand-written backpropagation
+
+
+class _SavedLinear(NamedTuple):
+    """What the backward pass of a linear layer reads: its input h ([B, in] if shared, else [K, B, in])."""
+
+    op: LinearOp
+    h: torch.Tensor
+    shared: bool
+
+
+class _SavedActivation(NamedTuple):
+    """What the backward kernel of an activation reads: z or phi(z) (``op.reads``)."""
+
+    op: ActivationOp
+    saved: torch.Tensor
+
+
 @torch.no_grad()
-def forward_backward(ops: list[tuple], params: Sequence[torch.Tensor], x: torch.Tensor, shared: bool,
+def forward_backward(plan: Plan, params: Sequence[torch.Tensor], x: torch.Tensor, shared: bool,
                      loss: str | Callable, lf: Callable, y: torch.Tensor, y_shared: bool,
                      ws: Workspace) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Per-model losses [K] and their gradients (one tensor per entry of ``params``), backpropagated by hand.
@@ -245,47 +307,59 @@ def forward_backward(ops: list[tuple], params: Sequence[torch.Tensor], x: torch.
     everything before it follows the formulas in the module docstring. Parameters are plain tensors
     (no autograd); the forward pass runs once. The returned tensors live in ``ws`` until its next use.
     """
-    saved: list[tuple] = []
-    classes_first = ops[-1][0] == "linear" and _uses_classes_first(loss, y)
-    h, own = x, False  # own: h is a buffer of this pass that nothing saved, so an activation may overwrite it
-    for j, op in enumerate(ops):
-        if op[0] == "flatten":
-            h = h.flatten(1) if shared else h.flatten(2)
-        elif op[0] == "linear":
-            saved.append((op, h, shared))
-            last = classes_first and j == len(ops) - 1
-            h = _linear(h, shared, params[op[1]], None if op[2] is None else params[op[2]], ws, j, last)
-            shared, own = False, True
-        else:
-            fwd, fwd_, _, reads = op[1:]
-            if reads == "in":
-                saved.append((op, h))
-                h, own = fwd(h), True
-            else:  # the output is saved for the backward pass: nothing may overwrite it later
-                h, own = fwd_(h) if own and fwd_ is not None else fwd(h), False
-                saved.append((op, h))
+    classes_first = plan.ends_with_linear() and _uses_classes_first(loss, y)
+    out, saved, own = _forward_saving(plan, params, x, shared, ws, classes_first)
     if classes_first:
-        losses, g_t = cross_entropy_classes_first(h, y, y_shared)  # g_t = (dL/dz)^T per model
+        losses, g_t = cross_entropy_classes_first(out, y, y_shared)  # g_t = (dL/dz)^T per model
+        g = None
     else:
-        losses, g = loss_and_grad(loss, lf, h, y, y_shared)
+        losses, g = loss_and_grad(loss, lf, out, y, y_shared)
         g_t = None
         own = g.is_contiguous()  # autograd's gradient may be a broadcast view
+    return losses, _backward(plan, saved, params, g, g_t, own, ws)
+
+
+def _forward_saving(plan: Plan, params: Sequence[torch.Tensor], x: torch.Tensor, shared: bool, ws: Workspace,
+                    classes_first: bool) -> tuple[torch.Tensor, list, bool]:
+    """The forward pass, keeping what the backward pass reads; returns (output, saved, own)."""
+    saved: list[_SavedLinear | _SavedActivation] = []
+    last = len(plan.ops) - 1
+    h, own = x, False  # own: h is a buffer of this pass that nothing saved, so an activation may overwrite it
+    for j, op in enumerate(plan.ops):
+        if isinstance(op, LinearOp):
+            saved.append(_SavedLinear(op, h, shared))
+            h = _linear(h, shared, params[op.weight], None if op.bias is None else params[op.bias], ws, j,
+                        classes_first and j == last)
+            shared, own = False, True
+        elif isinstance(op, ActivationOp):
+            if op.reads == "in":
+                saved.append(_SavedActivation(op, h))
+                h, own = op.forward(h), True
+            else:  # the output is saved for the backward pass: nothing may overwrite it later
+                h, own = op.forward_(h) if own and op.forward_ is not None else op.forward(h), False
+                saved.append(_SavedActivation(op, h))
+        else:
+            h = h.flatten(1) if shared else h.flatten(2)
+    return h, saved, own
+
+
+def _backward(plan: Plan, saved: list, params: Sequence[torch.Tensor], g: torch.Tensor | None,
+              g_t: torch.Tensor | None, own: bool, ws: Workspace) -> list[torch.Tensor]:
+    """Parameter gradients from the output gradient g [K, B, out] (or its transpose g_t [K, out, B])."""
     grads: list[torch.Tensor | None] = [None] * len(params)
-    first = first_linear(ops)
+    first = plan.first_linear().weight
     for entry in reversed(saved):
-        op = entry[0]
-        if op[0] == "act":
-            g, own = op[3](g, entry[1], g if own else None), True
+        if isinstance(entry, _SavedActivation):
+            g, own = entry.op.backward(g, entry.saved, g if own else None), True
             continue
-        _, wi, bi = op
-        h, sh = entry[1], entry[2]
-        w = params[wi]
+        wi, bi = entry.op
+        h, w = entry.h, params[wi]
         if g_t is None:
             g_t = g.transpose(1, 2)
         # dW = g^T h and db = sum_B g; a shared input is broadcast with stride 0 (per model a
         # full-rate GEMM, measured as fast as one wide product and without its copies).
         k, o, i = w.shape
-        hk = h.expand(k, *h.shape) if sh else h
+        hk = h.expand(k, *h.shape) if entry.shared else h
         if i < o:  # narrow fan-in: MKL computes (h^T g)^T about 4x faster than g^T h (fan-in 2, measured)
             dwt = torch.bmm(hk.transpose(1, 2), g_t.transpose(1, 2), out=ws.get(("dWt", wi), (k, i, o), w))
             grads[wi] = dwt.transpose(1, 2)
@@ -297,4 +371,4 @@ def forward_backward(ops: list[tuple], params: Sequence[torch.Tensor], x: torch.
             break
         g, own = torch.bmm(g_t.transpose(1, 2), w, out=ws.get(("dh", wi), (k, h.shape[-2], i), w)), True
         g_t = None
-    return losses, grads
+    return grads  # type: ignore[return-value]

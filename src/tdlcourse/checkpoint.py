@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,27 +18,13 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .train import History
+from ._atomic import atomic_write_bytes
+from .train.history import History
+
+__all__ = ["FORMAT", "VERSION", "Checkpoint", "save", "load", "atomic_write_bytes"]
 
 FORMAT = "tdlcourse.checkpoint"
 VERSION = 1
-
-
-def atomic_write_bytes(path: str | Path, payload: bytes) -> Path:
-    """Write ``payload`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 @dataclass(frozen=True)

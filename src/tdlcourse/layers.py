@@ -204,7 +204,11 @@ def parse_mlp(model: nn.Module, *, activations: Iterable[str] | None = None, dro
     out: list[Layer] = []
 
     def walk(seq: nn.Sequential, prefix: str) -> None:
-        for child, m in seq.named_children():
+        # _modules, not named_children(): the latter lists a module used twice once, while
+        # Sequential.forward runs it twice (one `act = nn.ReLU()` placed after every layer).
+        for child, m in seq._modules.items():
+            if m is None:
+                continue
             name = prefix + child
             if _plain(m, nn.Sequential):
                 walk(m, name + ".")

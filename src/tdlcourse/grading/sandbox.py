@@ -435,20 +435,23 @@ def _setup_namespace(spec: dict) -> None:
     keeps = [k for k in spec["keep"] + [spec["scratch"]] if any(_inside(k, c) for c, _ in covers)]
     keeps = _minimal(keeps)
     clones = [(k, _open_tree(k)) for k in keeps]  # detached copies, taken before anything is covered
-    for path, readonly in covers:
+    # A hidden path inside a kept tree (the course, or the reference library, inside the kept src/
+    # of a checkout under /tmp) is covered after the tree is back, not before: the tree's copy was
+    # taken before any cover, and remounting a path that is no mount point fails.
+    inner = [(c, r) for c, r in covers if any(_inside(c, k) and c != k for k in keeps)]
+    outer = [(c, r) for c, r in covers if (c, r) not in inner]
+    for path, readonly in outer:
         mode = "0755" if readonly else "1777"
         _mount("tdl-sandbox", path, "tmpfs", MS_NOSUID | MS_NODEV, f"mode={mode},size={'1m' if readonly else '512m'}")
     for keep, fd in clones:
         os.makedirs(keep, exist_ok=True)
         _move_mount(fd, keep)
         os.close(fd)
-    for path, readonly in covers:
+    for path, readonly in outer:
         if readonly:
             _mount(None, path, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
-    # A hidden path inside a kept tree (say the course inside the kept src/ of a checkout).
-    for path, _ in covers:
-        if any(_inside(path, k) and path != k for k in keeps):
-            _mount("tdl-sandbox", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "mode=0755,size=1m")
+    for path, _ in inner:
+        _mount("tdl-sandbox", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "mode=0755,size=1m")
 
 
 def _launch(spec: dict, argv: list[str]) -> None:
