@@ -123,7 +123,9 @@ def mcallester_bound(emp_risk: float, kl: float, m: int, delta: float) -> float:
 
 
 def kl_bernoulli(q: float, p: float) -> float:
-    r"""Binary KL divergence kl(q || p) = q ln(q/p) + (1-q) ln((1-q)/(1-p)) in nats (0 ln 0 = 0)."""
+    r"""Binary KL divergence kl(q || p) = q ln(q/p) + (1-q) ln((1-q)/(1-p)) in nats (0 ln 0 = 0);
+    ``q`` and ``p`` in [0, 1] (the result is +inf where p is 0 or 1 and q is not)."""
+    q, p = probability("q", q), probability("p", p)
     out = 0.0
     if q > 0:
         out += math.inf if p <= 0 else q * math.log(q / p)

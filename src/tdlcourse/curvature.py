@@ -629,7 +629,9 @@ class DensityResult:
 
 
 def gaussian_smooth(nodes: torch.Tensor, weights: torch.Tensor, grid: torch.Tensor, width: float) -> torch.Tensor:
-    """Per-run density sum_j w_j g_sigma(t - theta_j) on ``grid``; shape (n_runs, len(grid))."""
+    """Per-run density sum_j w_j g_sigma(t - theta_j) on ``grid``; shape (n_runs, len(grid));
+    ``width`` (sigma) > 0."""
+    width = positive("width", width)
     z = (grid[None, None, :] - nodes[:, :, None]) / width
     return (weights[:, :, None] * torch.exp(-0.5 * z ** 2)).sum(1) / (width * math.sqrt(2 * math.pi))
 

@@ -121,7 +121,7 @@ class Residual(nn.Module):
     def __init__(self, block: nn.Module, alpha: float = 1.0) -> None:
         super().__init__()
         self.block = block
-        self.alpha = float(alpha)
+        self.alpha = number("alpha", alpha)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return h + self.alpha * self.block(h)
