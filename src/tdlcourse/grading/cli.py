@@ -39,13 +39,17 @@ def _course(args):
 def cmd_roster(args) -> int:
     from .course import import_roster
 
-    change = import_roster(_course(args), args.csv)
+    return _print_change(import_roster(_course(args), args.csv), f"in the gradebook, not in {args.csv}")
+
+
+def _print_change(change, kept: str) -> int:
+    """What an import (roster, exam) changed, one line per id, then the counts."""
     for sid in change.added:
         print(f"added     {sid}")
     for sid, fields in change.updated:
         print(f"updated   {sid} ({', '.join(fields)})")
     for sid in change.not_in_file:
-        print(f"kept      {sid} (in the gradebook, not in {args.csv}; never deleted)")
+        print(f"kept      {sid} ({kept}; never deleted)")
     print(f"{len(change.added)} added, {len(change.updated)} updated, {len(change.unchanged)} unchanged"
           + ("" if change.changed else ": nothing changed"))
     return 0
@@ -106,16 +110,7 @@ def cmd_feedback(args) -> int:
 def cmd_exam(args) -> int:
     from .term import import_exam
 
-    change = import_exam(_course(args), args.csv)
-    for sid in change.added:
-        print(f"added     {sid}")
-    for sid, fields in change.updated:
-        print(f"updated   {sid} ({', '.join(fields)})")
-    for sid in change.not_in_file:
-        print(f"kept      {sid} (imported before, not in {args.csv}; never deleted)")
-    print(f"{len(change.added)} added, {len(change.updated)} updated, {len(change.unchanged)} unchanged"
-          + ("" if change.changed else ": nothing changed"))
-    return 0
+    return _print_change(import_exam(_course(args), args.csv), f"imported before, not in {args.csv}")
 
 
 def cmd_export(args) -> int:

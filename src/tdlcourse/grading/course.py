@@ -224,7 +224,7 @@ def check_exchange(course: Course, *, create_default: bool, default_may_be_missi
 
 @dataclass(frozen=True)
 class RosterChange:
-    """What ``import_roster`` changed: ids added, ids updated with the fields that changed, ids
+    """What an import (``import_roster``, ``import_exam``) changed: ids added, ids updated with the fields that changed, ids
     unchanged, and ids in the gradebook that the file does not list (never deleted)."""
 
     added: tuple[str, ...] = ()

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from .course import Course, CourseError, course_lock, read_csv_table
+from .course import Course, CourseError, RosterChange, course_lock, read_csv_table
 from .files import atomic_write_text
 
 EXAM = "exam"
@@ -130,19 +130,9 @@ def course_weights(course: Course) -> dict[str, float]:
 # The oral exam
 
 
-@dataclass(frozen=True)
-class ExamChange:
-    """What ``import_exam`` changed: ids added, ids updated with the fields that changed (score,
-    note), ids unchanged, and ids stored before that the file does not list (kept)."""
-
-    added: tuple[str, ...] = ()
-    updated: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    unchanged: tuple[str, ...] = ()
-    not_in_file: tuple[str, ...] = ()
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.added or self.updated)
+# What ``import_exam`` changed: ids added, ids updated with the fields that changed (score, note),
+# ids unchanged, and ids stored before that the file does not list (kept): the roster's record.
+ExamChange = RosterChange
 
 
 def exam_path(course: Course) -> Path:
