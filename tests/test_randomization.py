@@ -130,3 +130,27 @@ def test_the_construction_fitted_to_true_labels_predicts_at_chance():
         assert (np.rint(fit[:1000]) == y[:1000]).all()
         test_acc = (np.clip(np.rint(fit[1000:]), 0, 9) == y[1000:]).mean()
         assert test_acc < 0.2, test_acc
+
+
+def test_lab01_worked_example_numbers_are_the_constructions():
+    """Lab 1's Your-turn text works an example by hand (thresholds, weights, two outputs): those
+    numbers are read from the text and checked against the construction and the library."""
+    import re
+
+    import nbformat
+
+    from conftest import ROOT
+
+    nb = nbformat.read(ROOT / "labs" / "01_generalization_puzzle.ipynb", as_version=4)
+    text = next(c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "yourturn-intro")
+    m = re.search(r"thresholds are \$(.+?)\$, the weights \$w = \((.+?)\)\$, and\s+\$f\(0\.5\) = (.+?)\$, \$f\(3\) = (.+?)\$",
+                  text)
+    assert m, "the worked example is not where the test reads it"
+    b_text = [float(v) for v in m.group(1).split(",")]
+    w_text = [float(v) for v in m.group(2).split(",")]
+    z, y = np.array([0.0, 1.0, 2.0]), np.array([1.0, -1.0, 1.0])
+    b = np.array([z[0] - 1, (z[0] + z[1]) / 2, (z[1] + z[2]) / 2])
+    w = np.linalg.solve(np.maximum(z[:, None] - b[None, :], 0.0), y)
+    assert np.allclose(b_text, b) and np.allclose(w_text, w)
+    f = randomization.interpolating_relu_net(z[:, None], y, [1.0], [[0.5], [3.0]])
+    assert np.allclose(f, [float(m.group(3)), float(m.group(4))])

@@ -162,6 +162,7 @@ def test_printed_numbers_and_errors_are_not_credit(specs):
     ("from tdlcourse.capacity import vc_gap", "tdlcourse"),
     ("ip = get_ipython()\nip.set_custom_exc((Exception,), h)", "custom exception"),
     ("%env NBGRADER_EXECUTION", "IPython"),
+    ("get_ipython().events.register('pre_run_cell', hook)", "event callbacks"),
     ("import builtins\nbuiltins.abs = f", "builtins"),
 ])
 def test_scan_finds_tampering(code, finding):

@@ -176,7 +176,8 @@ def parser() -> argparse.ArgumentParser:
     ri.add_argument("csv")
     ri.set_defaults(func=cmd_roster)
 
-    r = sub.add_parser("release", help="check the hidden tests and run at scale='ci', generate and release an assignment or lab (labNN: from labs/)")
+    r = sub.add_parser("release", help="check the hidden tests and run at scale='ci', generate and release "
+                                       "an assignment or a lab (labNN: from labs/)")
     r.add_argument("assignment")
     r.add_argument("--due", help="due date, e.g. '2026-12-01 17:00' (UTC) or '2026-12-01T17:00+01:00'")
     r.add_argument("--no-check", action="store_true", help="skip running the source at scale='ci'")

@@ -293,7 +293,6 @@ _SUSPECT_ATTRS = {
     "setprofile": "installs a profile function",
     "_getframe": "inspects interpreter frames",
     "modules": None,  # only sys.modules, see below
-    "events": None,
     "register_magic_function": "registers an IPython magic",
     "run_cell": "runs code through IPython",
     "run_line_magic": "runs an IPython magic",
@@ -356,8 +355,8 @@ def scan_source(source: str) -> list[str]:
             base = node.value.id if isinstance(node.value, ast.Name) else ""
             if node.attr == "modules" and base == "sys":
                 why = "reads or edits sys.modules"
-            elif node.attr == "events" and base not in ("", "np", "numpy"):
-                why = "registers IPython event callbacks" if "register" in ast.unparse(tree) else None
+            elif node.attr == "register" and isinstance(node.value, ast.Attribute) and node.value.attr == "events":
+                why = "registers IPython event callbacks"
             if why:
                 found.append(why)
         elif isinstance(node, ast.Name) and node.id == "__builtins__":
