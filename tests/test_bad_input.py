@@ -303,6 +303,7 @@ CASES: dict[str, Bad] = {
     # ---- widgets
     "widgets.label_noise_slider_figure": Bad(lambda: widgets.label_noise_slider_figure([]), "runs", "[]"),
     "widgets.explore_label_noise": Bad(lambda: widgets.explore_label_noise([], static=True), "runs", "[]"),
+    "widgets.explore": Bad(lambda: widgets.explore(lambda v: None, [], label="alpha", static=True), "values", "[]"),
 }
 
 _RECORD = "a result record (frozen dataclass / named tuple) built by the library, no argument checked"

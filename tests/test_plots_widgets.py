@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import plotly.graph_objects as go
 import pytest
 import torch
 
@@ -83,6 +84,47 @@ def test_explorer_static_and_live(sweep, monkeypatch):
     slider.value = 0.5
     assert calls == [0.5]
     assert "test accuracy" in status.value
+
+
+def _line(a):
+    return go.Figure(go.Scatter(x=[0, 1, 2], y=[0, a, 2 * a], name=f"slope {a}"), layout={"title": f"a = {a}"})
+
+
+def test_explore_static_is_one_slider_figure_over_the_precomputed_values(monkeypatch):
+    shown, made = [], []
+    monkeypatch.setattr("IPython.display.display", lambda *a, **k: shown.append(a[0]))
+
+    def make(a):
+        made.append(a)
+        return _line(a)
+
+    widgets.explore(make, [1, 2, 3, 4], label="slope", precomputed=[1, 3], fmt=lambda a: f"{a}x", static=True)
+    assert made == [1, 3]  # only the precomputed values: the book has no kernel for the others
+    fig = go.Figure(json.loads(shown[-1]["application/vnd.plotly.v1+json"]) if isinstance(
+        shown[-1]["application/vnd.plotly.v1+json"], str) else shown[-1]["application/vnd.plotly.v1+json"])
+    steps = fig.layout.sliders[0].steps
+    assert [s.label for s in steps] == ["1x", "3x"]
+    assert [list(t.y) for t in fig.data] == [[0, 1, 2], [0, 3, 6]]
+    assert [t.visible for t in fig.data] == [True, False]
+    assert steps[1].args[0]["visible"] == [False, True] and steps[1].args[1]["title"] == "a = 3"
+
+
+def test_explore_live_computes_on_demand_and_caches(monkeypatch):
+    import ipywidgets as w
+
+    shown, made = [], []
+    monkeypatch.setattr("IPython.display.display", lambda *a, **k: shown.append(a[0]))
+    widgets.explore(lambda a: made.append(a) or _line(a), [0.5, 1.0, 2.0], label="slope", static=False)
+    box = shown[-1]
+    assert isinstance(box, w.VBox)
+    slider = box.children[0]
+    assert [lab for lab, _ in slider.options] == ["0.5", "1.0", "2.0"]
+    slider.value = 2
+    slider.value = 0
+    slider.value = 2
+    assert made == [0.5, 2.0]
+    with pytest.raises(ValueError, match="values"):
+        widgets.explore(_line, [], label="slope", static=False)
 
 
 def test_variants():

@@ -106,3 +106,73 @@ def explore_label_noise(runs: Sequence[Run], train_fn: Callable[[float], Run] | 
     slider.observe(render, names="value")
     render()
     display(w.VBox([slider, status, out]))
+
+
+def _slider_figure(figures: Sequence[tuple[str, go.Figure]], label: str) -> go.Figure:
+    """One figure holding every figure's traces, a slider position showing one figure's at a time."""
+    fig = go.Figure()
+    owner: list[int] = []
+    for i, (_, f) in enumerate(figures):
+        for t in f.data:
+            t = t.to_plotly_json()
+            t["visible"] = i == 0
+            fig.add_trace(t)
+            owner.append(i)
+    first = figures[0][1]
+    fig.update_layout(first.layout)
+    steps = [{"method": "update", "label": text,
+              "args": [{"visible": [o == i for o in owner]}, {"title": f.layout.title.text or ""}]}
+             for i, (text, f) in enumerate(figures)]
+    fig.update_layout(sliders=[{"active": 0, "steps": steps, "pad": {"t": 40},
+                                "currentvalue": {"prefix": f"{label}: "}}])
+    return fig
+
+
+def explore(make_figure: Callable[[object], go.Figure], values: Sequence, *, label: str,
+            precomputed: Sequence | None = None, fmt: Callable[[object], str] = str,
+            static: bool | None = None) -> None:
+    """Display a control that shows ``make_figure(value)`` for the chosen value.
+
+    Live (JupyterLab): a slider over ``values``; each value's figure is made when the slider first
+    reaches it and then cached, so ``make_figure`` may recompute (train, solve) for values nobody
+    precomputed. Static (the book): one plotly figure with a slider over ``precomputed`` (default:
+    ``values``), each position showing the traces of ``make_figure(value)``; there is no kernel, so
+    only those values can be shown.
+    """
+    from IPython.display import display
+
+    values = list(values)
+    if not values:
+        raise ValueError("values=[] must hold at least one value to explore")
+    if not isinstance(label, str) or not label:
+        raise ValueError(f"label must be a non-empty string, got {label!r}")
+    shown = values if precomputed is None else list(precomputed)
+    if not shown:
+        raise ValueError("precomputed=[] must hold at least one value (or be None: all values)")
+    if static is None:
+        static = is_static()
+    if static:
+        plots.show(_slider_figure([(fmt(v), make_figure(v)) for v in shown], label))
+        return
+    import ipywidgets as w
+
+    cache: dict[int, go.Figure] = {}
+    slider = w.SelectionSlider(options=[(fmt(v), i) for i, v in enumerate(values)], value=0,
+                               description=label, continuous_update=False,
+                               style={"description_width": "initial"}, layout={"width": "480px"})
+    status = w.HTML()
+    out = w.Output()
+
+    def render(change=None) -> None:
+        i = slider.value
+        if i not in cache:
+            status.value = f"<i>computing {label} = {fmt(values[i])}...</i>"
+            cache[i] = make_figure(values[i])
+        status.value = ""
+        with out:
+            out.clear_output(wait=True)
+            plots.show(cache[i])
+
+    slider.observe(render, names="value")
+    render()
+    display(w.VBox([slider, status, out]))
