@@ -196,3 +196,23 @@ def browser(tmp_path_factory):
                                                    viewport={"width": 1400, "height": 1000}, args=CHROMIUM_ARGS)
         yield ctx
         ctx.close()
+
+
+def cifar_like_tarball(path: Path, n: int = 16, seed: int = 0) -> Path:
+    """A ``cifar-10-python.tar.gz`` in the real format (five training batches and a test batch of
+    ``n`` random images each, labels 0-9), for the CIFAR-10 code paths without the real file."""
+    import io
+    import pickle
+    import tarfile
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    with tarfile.open(path, "w:gz") as tar:
+        for name in [f"data_batch_{j}" for j in range(1, 6)] + ["test_batch"]:
+            body = pickle.dumps({b"batch_label": name.encode(), b"labels": rng.integers(0, 10, n).tolist(),
+                                 b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8)}, protocol=2)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    return path

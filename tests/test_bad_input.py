@@ -255,6 +255,7 @@ CASES: dict[str, Bad] = {
     # ---- randomization
     "randomization.interpolating_relu_net": Bad(lambda: randomization.interpolating_relu_net(
         [[0.0], [1.0]], [1.0, np.nan], [1.0], [[0.0]]), "y[1]", "nan"),
+    "randomization.random_pixels": Bad(lambda: randomization.random_pixels(torch.zeros(2, 3, 4)), "x", "(2, 3, 4)"),
     "randomization.variant": Bad(lambda: randomization.variant(_data(), "noise"), "kind", "'noise'"),
     "randomization.run": Bad(lambda: randomization.run(_data(), "random labels", 1.5, widths=(4,), steps=1),
                              "fraction", "1.5"),

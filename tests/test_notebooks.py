@@ -76,6 +76,29 @@ def test_lab01_stated_results_hold_at_cpu_scale(book):
     assert text.count("[ok]") == 4 and "FAILS" not in text
 
 
+@pytest.mark.slow
+def test_lab01_cifar10_cnn_path_runs_at_ci_scale(tmp_path, monkeypatch):
+    """At gpu scale lab 1 trains Zhang et al.'s experiment: a CNN on CIFAR-10 with true labels, random
+    labels, Gaussian inputs and random pixels. The same code path runs here at ci sizes on CIFAR-format
+    batches generated for the test (the real file is a 170 MB download)."""
+    import papermill as pm
+
+    from conftest import cifar_like_tarball
+
+    monkeypatch.delenv("TDL_SCALE", raising=False)
+    monkeypatch.setenv("TDL_STATIC", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    tarball = cifar_like_tarball(tmp_path / "cifar-10-python.tar.gz", n=32)
+    lab = ROOT / "labs" / "01_generalization_puzzle.ipynb"
+    out = tmp_path / lab.name
+    pm.execute_notebook(str(lab), str(out), cwd=str(lab.parent), kernel_name="python3", progress_bar=False,
+                        parameters={"scale": "ci", "dataset": "cifar10", "cifar_file": str(tarball)})
+    nb = nbformat.read(out, as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "cifar10: 160 training and 32 test images of shape (3, 32, 32), 10 classes; network: cnn" in text, text[:2000]
+    assert "scale=ci: the lab ran in" in text
+
+
 @pytest.mark.parametrize("path", sorted(ROOT.glob("labs/*.ipynb")), ids=lambda p: p.name)
 def test_lab_first_code_cell_is_parameters_with_auto_scale(path):
     nb = nbformat.read(path, as_version=4)

@@ -154,3 +154,46 @@ def test_lab01_worked_example_numbers_are_the_constructions():
     assert np.allclose(b_text, b) and np.allclose(w_text, w)
     f = randomization.interpolating_relu_net(z[:, None], y, [1.0], [[0.5], [3.0]])
     assert np.allclose(f, [float(m.group(3)), float(m.group(4))])
+
+
+# --- the CIFAR-10 experiment of Zhang et al. (lab 1 at gpu scale) --------------------------------
+
+def test_random_pixels_permute_each_image_on_its_own():
+    from tdlcourse import randomization
+
+    x = torch.arange(5 * 3 * 4 * 4, dtype=torch.float32).reshape(5, 3, 4, 4)
+    y = randomization.random_pixels(x, seed=1)
+    assert y.shape == x.shape and not torch.equal(y, x)
+    pix = lambda t: t.reshape(5, 3, 16).transpose(1, 2)  # noqa: E731 - [n, pixel, channel]
+    perms = []
+    for i in range(5):
+        # every pixel keeps its three channels together and lands somewhere in the same image
+        src = {tuple(p.tolist()): j for j, p in enumerate(pix(x)[i])}
+        perms.append([src[tuple(p.tolist())] for p in pix(y)[i]])
+        assert sorted(perms[-1]) == list(range(16))
+    assert len({tuple(p) for p in perms}) == 5, "each image has its own permutation"
+    assert torch.equal(randomization.random_pixels(x, seed=1), y)
+    v = torch.arange(12.0).reshape(2, 6)
+    assert sorted(randomization.random_pixels(v, seed=0)[1].tolist()) == v[1].tolist()
+    with pytest.raises(ValueError, match=r"x must be images .* shape \(2, 3, 4\)"):
+        randomization.random_pixels(torch.zeros(2, 3, 4))
+
+
+def test_cnn_runs_on_cifar_format_batches(tmp_path):
+    from conftest import cifar_like_tarball
+    from tdlcourse import data, models, randomization
+
+    d = data.cifar10(file=cifar_like_tarball(tmp_path / "cifar-10-python.tar.gz"))
+    assert d.x_train.shape == (80, 3, 32, 32) and d.x_test.shape == (16, 3, 32, 32)
+    small = dict(arch="cnn", channels=(4,), hidden=8, steps=4, lr=0.01, eval_every=2)
+    r = randomization.run(d, "random pixels", **small)
+    assert r.n_params == models.num_params(models.cnn(3, 10, channels=(4,), hidden=8))
+    assert r.history.eval_step[-1] == 4 and 0 <= r.test_acc <= 1
+    sweep = randomization.label_noise_sweep(d, [0.0, 1.0], **small)
+    assert [s.n_params for s in sweep] == [r.n_params] * 2
+    with pytest.raises(ValueError, match="arch='cnn' needs square images"):
+        randomization.run(data.digits(), arch="cnn", steps=1)
+    with pytest.raises(ValueError, match="arch"):
+        randomization.run(d, arch="resnet", steps=1)
+    with pytest.raises(ValueError, match="file="):
+        data.cifar10(file=tmp_path / "missing.tar.gz")

@@ -2,8 +2,8 @@
 requires rethinking generalization").
 
 Train the same network on the true task and on corrupted copies of it: labels replaced at random
-(a fraction or all of them), or inputs replaced by Gaussian noise with the same per-feature mean and
-variance. A network that reaches zero training error on all of them has a hypothesis class rich
+(a fraction or all of them), each image's pixels shuffled by its own random permutation ("random
+pixels"), or inputs replaced by Gaussian noise with the same per-feature mean and variance. A network that reaches zero training error on all of them has a hypothesis class rich
 enough to fit noise, so no bound that depends on the class alone can explain its test accuracy on
 the true task.
 """
@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+import torch
 from torch import nn
 
 from . import data as _data
 from . import models, train, validate
 
-KINDS = ("true labels", "random labels", "gaussian inputs")
+KINDS = ("true labels", "random labels", "gaussian inputs", "random pixels")
+ARCHS = ("mlp", "cnn")
 
 
 def _finite_array(name: str, value, ndim: int) -> np.ndarray:
@@ -111,14 +113,46 @@ def variant(d: _data.Data, kind: str, fraction: float = 1.0, seed: int = 0) -> _
             raise ValueError("random labels need a classification task (num_classes is None)")
         y = _data.corrupt_labels(d.y_train, fraction, d.num_classes, seed=seed)
         return d.with_train(y_train=y, name=f"{d.name}, {fraction:.0%} random labels")
+    if kind == "random pixels":
+        return d.with_train(x_train=random_pixels(d.x_train, seed=seed), name=f"{d.name}, random pixels")
     return d.with_train(x_train=_data.gaussian_like(d.x_train, seed=seed), name=f"{d.name}, gaussian inputs")
 
 
+def random_pixels(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Each image with its pixels moved by its own random permutation (Zhang et al. 2017, "random
+    pixels"). Images ``[n, C, H, W]`` keep a pixel's channels together; vectors ``[n, d]`` permute
+    their entries."""
+    seed = validate.integer("seed", seed)
+    if x.dim() not in (2, 4):
+        raise ValueError(f"x must be images [n, C, H, W] or vectors [n, d], got shape {tuple(x.shape)}")
+    g = torch.Generator().manual_seed(seed)
+    flat = x.reshape(len(x), x.shape[1], -1) if x.dim() == 4 else x[:, None, :]
+    perm = torch.argsort(torch.rand(len(x), flat.shape[-1], generator=g), dim=1).to(x.device)
+    out = torch.gather(flat, 2, perm[:, None, :].expand_as(flat))
+    return out.reshape(x.shape)
+
+
+def _model(d: _data.Data, arch: str, widths: Sequence[int], channels: Sequence[int], hidden: int,
+           activation: str, seed: int) -> nn.Module:
+    """A fresh network for ``d``: ``models.mlp`` on flattened inputs, or ``models.cnn`` on images."""
+    arch = validate.one_of("arch", arch, ARCHS)
+    out, dev = d.num_classes or 1, d.x_train.device  # the network lives where the data are (a GPU too)
+    if arch == "mlp":
+        return models.mlp(d.d_in, list(widths), out, activation=activation, seed=seed, device=dev)
+    if d.x_train.dim() != 4 or d.x_train.shape[2] != d.x_train.shape[3]:
+        raise ValueError(f"arch='cnn' needs square images [n, C, H, W], got x_train of shape {tuple(d.x_train.shape)}")
+    return models.cnn(d.x_train.shape[1], out, channels=tuple(channels), image_size=d.x_train.shape[2],
+                      hidden=hidden, activation=activation, seed=seed, device=dev)
+
+
 def run(d: _data.Data, kind: str = "true labels", fraction: float = 1.0, *, widths: Sequence[int] = (512, 512),
-        activation: str = "relu", seed: int = 0, progress: bool = False, **fit_kwargs) -> Run:
-    """Train a fresh MLP (``models.mlp``, PyTorch's default init, seeded) on ``variant(d, kind, ...)``."""
+        activation: str = "relu", seed: int = 0, progress: bool = False, arch: str = "mlp",
+        channels: Sequence[int] = (32, 64), hidden: int = 128, **fit_kwargs) -> Run:
+    """Train a fresh network (PyTorch's default init, seeded) on ``variant(d, kind, ...)``: an MLP of
+    hidden ``widths`` (``arch="mlp"``), or ``models.cnn(..., channels, hidden)`` on images (``"cnn"``,
+    the CIFAR-10 experiment of Zhang et al.)."""
     dv = variant(d, kind, fraction, seed=seed)
-    model: nn.Module = models.mlp(d.d_in, list(widths), d.num_classes or 1, activation=activation, seed=seed)
+    model = _model(d, arch, widths, channels, hidden, activation, seed)
     hist = train.fit(model, dv, seed=seed, progress=progress,
                      desc=f"{kind} {fraction:.0%}" if kind == "random labels" else kind, **fit_kwargs)
     frac = fraction if kind == "random labels" else 0.0
@@ -126,7 +160,8 @@ def run(d: _data.Data, kind: str = "true labels", fraction: float = 1.0, *, widt
 
 
 def label_noise_sweep(d: _data.Data, fractions: Sequence[float], *, widths: Sequence[int] = (512, 512),
-                      activation: str = "relu", seed: int = 0, progress: bool = False, **fit_kwargs) -> list[Run]:
+                      activation: str = "relu", seed: int = 0, progress: bool = False, arch: str = "mlp",
+                      channels: Sequence[int] = (32, 64), hidden: int = 128, **fit_kwargs) -> list[Run]:
     """``run(d, "random labels", f, ...)`` for each f in ``fractions`` (0 = true labels), trained at once.
 
     The runs differ only in their labels, so they train as one ``train.fit_ensemble`` (same
@@ -139,7 +174,7 @@ def label_noise_sweep(d: _data.Data, fractions: Sequence[float], *, widths: Sequ
     if not fractions:
         raise ValueError("fractions=[] must hold at least one fraction in [0, 1]")
     variants = [variant(d, "random labels", f, seed=seed) for f in fractions]
-    nets = [models.mlp(d.d_in, list(widths), d.num_classes or 1, activation=activation, seed=seed) for _ in fractions]
+    nets = [_model(d, arch, widths, channels, hidden, activation, seed) for _ in fractions]
     res = train.fit_ensemble(nets, variants, seed=seed, progress=progress, desc="label-noise sweep", **fit_kwargs)
     n_params = models.num_params(nets[0])
     return [Run("random labels", f, h, n_params, h.first_step_reaching("train_acc", 1.0))
