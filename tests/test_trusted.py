@@ -271,3 +271,21 @@ def test_sandbox_plan_keeps_the_reference_hidden_in_a_checkout_under_tmp(monkeyp
     plan = sb.default_plan([str(tmp_path / "course")], str(tmp_path / "scratch"))
     assert str(src / "tdlcourse") in plan.hide and str(src) in plan.keep and plan.reference_hidden
     assert str(src / "tdlcourse") not in sb.default_plan([], str(tmp_path), hide_reference=False).hide
+
+
+def test_compare_tuples_of_arrays_and_numbers():
+    """A reference may return a tuple (e.g. hw03's SVM direction and margin): compared item by item,
+    after the same encoding round trip a student's output takes."""
+    import numpy as np
+
+    import tdlcheck
+
+    w = np.array([0.6, 0.8])
+    want = tdlcheck._plain((w, 0.5))
+    assert tdlcheck.compare(tdlcheck.decode(tdlcheck.encode(tdlcheck._plain((w, 0.5)))), want, 1e-9, 0)[0]
+    assert tdlcheck.compare([w, 0.5], want, 1e-9, 0)[0]  # a list of the two is accepted too
+    assert not tdlcheck.compare((w, 0.6), want, 1e-9, 0)[0]
+    ok, why = tdlcheck.compare((w + 1e-3, 0.5), want, 1e-9, 0)
+    assert not ok and why.startswith("item 0")
+    assert not tdlcheck.compare(0.5, want, 1e-9, 0)[0]
+    assert not tdlcheck.compare((w,), want, 1e-9, 0)[0]

@@ -151,6 +151,15 @@ def compare(got, want, rtol: float, atol: float) -> tuple[bool, str]:
     NaN only where the reference is NaN); with a short reason when not."""
     import numpy as np
 
+    if isinstance(want, tuple):
+        # a tuple of results (e.g. a direction and its margin): item by item
+        if not isinstance(got, (tuple, list)) or len(got) != len(want):
+            return False, f"got {str(got)[:60]}, expected a tuple of {len(want)} values"
+        for i, (g_i, w_i) in enumerate(zip(got, want)):
+            ok, why = compare(g_i, w_i, rtol, atol)
+            if not ok:
+                return False, f"item {i}: {why}"
+        return True, ""
     g, w = _as_number(got), _as_number(want)
     if not isinstance(w, np.ndarray):
         return (g == w, "" if g == w else f"got {str(got)[:60]}, expected {str(want)[:60]}")
@@ -219,4 +228,6 @@ def _plain(value):
     value = getattr(value, "value", value)
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, (int, float, np.number)) for v in value):
         return np.asarray(value, dtype=np.float64)
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
     return value
