@@ -32,8 +32,9 @@ import torch
 from torch import nn
 
 import tdlcourse
-from tdlcourse import (capacity, checkpoint, curvature, data, device, infotheory, landscape, meanfield, models, ntk,
-                       parity, plots, randmat, randomization, regions, spectral, train, validate, widgets)
+from tdlcourse import (capacity, checkpoint, curvature, data, device, implicit, infotheory, landscape, meanfield, models,
+                       ntk, pacbayes, parity, plots, randmat, randomfeatures, randomization, regions, simplicity,
+                       spectral, train, validate, widgets)
 
 
 # ----------------------------------------------------------------------------- what is public
@@ -112,6 +113,12 @@ def _curve():
     return landscape.BezierCurve(theta, theta.clone(), theta.clone(), torch.zeros(1))
 
 
+def _posterior():
+    """A one-step posterior of a tiny two-output net on the toy data (only bad arguments follow)."""
+    d = _data()
+    return pacbayes.optimize_posterior(_mlp(2, 2), _mlp(2, 2), d.x_train, d.y_train, steps=1, batch_size=None)
+
+
 # ----------------------------------------------------------------------------- the table
 
 
@@ -142,6 +149,9 @@ CASES: dict[str, Bad] = {
                             "y", "3"),
     "capacity.measures": Bad(lambda: capacity.measures(_mlp(2, 2), (torch.zeros(8, 2), torch.zeros(8, dtype=torch.long)),
                                                        margin_quantile=1.5), "margin_quantile", "1.5"),
+    "capacity.path_norm_arrays": Bad(lambda: capacity.path_norm_arrays([np.eye(2)], p=0.5), "p", "0.5"),
+    "capacity.normalized_margins": Bad(lambda: capacity.normalized_margins(_mlp(2, 2), torch.zeros(8, 2),
+                                                                           torch.zeros(3, dtype=torch.long)), "y", "3"),
     # ---- checkpoint
     "checkpoint.atomic_write_bytes": Bad(lambda: checkpoint.atomic_write_bytes(_TMP / "bad.bin", "text"),
                                          "payload", "str", TypeError),
@@ -179,6 +189,22 @@ CASES: dict[str, Bad] = {
     "device.matmul_precision": Bad(lambda: _enter(device.matmul_precision("fp16", "cpu")), "precision", "'fp16'"),
     "device.autocast": Bad(lambda: device.autocast("fp16", "cpu"), "precision", "'fp16'"),
     "device.compile_backend": Bad(lambda: device.compile_backend("turbo"), "compile", "'turbo'"),
+    # ---- implicit
+    "implicit.min_norm_interpolant": Bad(lambda: implicit.min_norm_interpolant(np.ones((2, 3)), np.ones(3)), "y", "(3,)"),
+    "implicit.gd_least_squares": Bad(lambda: implicit.gd_least_squares(np.eye(2), np.ones(2), steps=0), "steps", "0"),
+    "implicit.max_margin": Bad(lambda: implicit.max_margin([[1.0, 0.0], [-1.0, 0.0]], [1.0, 1.0]), "X",
+                               "not linearly separable"),
+    "implicit.max_margin_arrays": Bad(lambda: implicit.max_margin_arrays([[1.0], [2.0]], [1.0, 0.5]), "y", "0.5"),
+    "implicit.logistic_gd": Bad(lambda: implicit.logistic_gd(np.eye(2), [1.0, -1.0], record=1), "record", "1"),
+    "implicit.min_l1_interpolant": Bad(lambda: implicit.min_l1_interpolant(np.ones((2, 2)), [[1.0, 2.0]]), "y", "(1, 2)"),
+    "implicit.diagonal_net": Bad(lambda: implicit.diagonal_net(np.eye(2), np.ones(2), -1.0), "alpha", "-1"),
+    "implicit.diagonal_net_limit": Bad(lambda: implicit.diagonal_net_limit(np.eye(2), np.ones(2), 0.0), "alpha", "0"),
+    "implicit.effective_rank": Bad(lambda: implicit.effective_rank(np.zeros((2, 2))), "M", "zero matrix"),
+    "implicit.deep_matrix_completion": Bad(lambda: implicit.deep_matrix_completion(np.ones((2, 2)), np.zeros((2, 2), bool), 2),
+                                           "mask", "no observed entry"),
+    "implicit.separable_data": Bad(lambda: implicit.separable_data(0, 2), "n", "0"),
+    "implicit.sparse_regression": Bad(lambda: implicit.sparse_regression(4, 3, 5), "k", "5"),
+    "implicit.low_rank_completion": Bad(lambda: implicit.low_rank_completion(3, 1, 10), "observed", "10"),
     # ---- infotheory
     "infotheory.entropy_discrete": Bad(lambda: infotheory.entropy_discrete([]), "labels", "(0,)"),
     "infotheory.mutual_information_discrete": Bad(lambda: infotheory.mutual_information_discrete([], [0]),
@@ -233,6 +259,16 @@ CASES: dict[str, Bad] = {
     "ntk.kernel_solve": Bad(lambda: ntk.kernel_solve(np.eye(2), np.zeros(2), ridge=-1.0), "ridge", "-1"),
     "ntk.kernel_regression": Bad(lambda: ntk.kernel_regression(np.eye(2), np.zeros(2), np.zeros((1, 2)), ridge=math.nan),
                                  "ridge", "nan"),
+    # ---- pacbayes
+    "pacbayes.kl_diag_gaussians": Bad(lambda: pacbayes.kl_diag_gaussians(torch.zeros(2), torch.tensor([1.0, -1.0]),
+                                                                         torch.zeros(2), 1.0), "std_q", "-1"),
+    "pacbayes.prior_variance": Bad(lambda: pacbayes.prior_variance(0), "j", "0"),
+    "pacbayes.optimize_posterior": Bad(lambda: pacbayes.optimize_posterior(
+        _mlp(2, 2), _mlp(2, 2), _data().x_train, _data().y_train, steps=1, delta=1.5), "delta", "1.5"),
+    "pacbayes.stochastic_error": Bad(lambda: pacbayes.stochastic_error(_posterior(), _data().x_train, _data().y_train,
+                                                                       samples=1), "samples", "1"),
+    "pacbayes.final_bound": Bad(lambda: pacbayes.final_bound(_posterior(), _data().x_train, _data().y_train,
+                                                             delta=1.5), "delta", "1.5"),
     # ---- parity
     "parity.parity_gradient_variance": Bad(lambda: parity.parity_gradient_variance(_mlp(4), 4, loss="hinge"),
                                            "loss", "'hinge'"),
@@ -253,6 +289,19 @@ CASES: dict[str, Bad] = {
     "randmat.gaussian_product": Bad(lambda: randmat.gaussian_product(4, 1.5), "depth", "1.5"),
     "randmat.product_moments": Bad(lambda: randmat.product_moments(10, 2, n_samples=1), "n_samples", "1"),
     # ---- randomization
+    # ---- randomfeatures
+    "randomfeatures.feature_map": Bad(lambda: randomfeatures.feature_map(4, 0), "p", "0"),
+    "randomfeatures.FeatureMap": Bad(lambda: randomfeatures.feature_map(3, 4)(np.zeros((2, 5))), "X", "(2, 5)"),
+    "randomfeatures.least_squares": Bad(lambda: randomfeatures.least_squares(np.eye(3), np.ones(3), ridge=-1.0),
+                                        "ridge", "-1"),
+    "randomfeatures.double_descent": Bad(lambda: randomfeatures.double_descent(
+        np.zeros((4, 2)), np.zeros(4, dtype=int), np.zeros((2, 2)), np.zeros(2, dtype=int), [3, 2.5]), "ps[1]", "2.5"),
+    "randomfeatures.select_ridge": Bad(lambda: randomfeatures.select_ridge(
+        np.zeros((4, 2)), np.zeros(4, dtype=int), np.zeros((2, 2)), np.zeros(2, dtype=int), [3], [0.1, -1.0]),
+        "ridges[1]", "-1"),
+    "randomfeatures.linear_min_norm_risk": Bad(lambda: randomfeatures.linear_min_norm_risk(10, 0, 1.0, 1.0), "p", "0"),
+    "randomfeatures.linear_min_norm_simulation": Bad(lambda: randomfeatures.linear_min_norm_simulation(
+        10, 5, 1.0, 1.0, trials=1), "trials", "1"),
     "randomization.interpolating_relu_net": Bad(lambda: randomization.interpolating_relu_net(
         [[0.0], [1.0]], [1.0, np.nan], [1.0], [[0.0]]), "y[1]", "nan"),
     "randomization.random_pixels": Bad(lambda: randomization.random_pixels(torch.zeros(2, 3, 4)), "x", "(2, 3, 4)"),
@@ -270,6 +319,16 @@ CASES: dict[str, Bad] = {
                                     "tol", "-1"),
     "regions.count_regions_2d": Bad(lambda: regions.count_regions_2d(_mlp(), box=(1.0, 0.0, 0.0, 1.0)),
                                     "box", "(1.0, 0.0, 0.0, 1.0)"),
+    # ---- simplicity
+    "simplicity.lz_words": Bad(lambda: simplicity.lz_words("0120"), "bits", "'0120'"),
+    "simplicity.lz_complexity": Bad(lambda: simplicity.lz_complexity(""), "bits", "''"),
+    "simplicity.lz_complexities": Bad(lambda: simplicity.lz_complexities(np.zeros(5)), "bits", "(5,)"),
+    "simplicity.boolean_inputs": Bad(lambda: simplicity.boolean_inputs(11), "n_bits", "11"),
+    "simplicity.network_bits": Bad(lambda: simplicity.network_bits([np.ones((3, 1))], [np.zeros(1)], 2), "weights",
+                                   "(3, 1)"),
+    "simplicity.function_distribution": Bad(lambda: simplicity.function_distribution(samples=0), "samples", "0"),
+    "simplicity.rank_correlation": Bad(lambda: simplicity.rank_correlation([1, 2, 3], [3, 2, 1], alternative="bogus"),
+                                       "alternative", "'bogus'"),
     # ---- spectral
     "spectral.circle_points": Bad(lambda: spectral.circle_points(0), "n", "0"),
     "spectral.frequency_target": Bad(lambda: spectral.frequency_target(np.zeros(3), [1, 1.5], [1.0, 1.0]),
@@ -329,6 +388,16 @@ EXEMPT: dict[str, str] = {
     "device.synchronize": "takes a device, parsed by torch.device (which reports a bad one)",
     "infotheory.InformationPlaneResult": _RECORD,
     "landscape.Surface1D": _RECORD,
+    "implicit.LeastSquaresGD": _RECORD,
+    "implicit.MaxMargin": _RECORD,
+    "implicit.LinearFit": _RECORD,
+    "implicit.LogisticPath": _RECORD,
+    "implicit.DiagonalNet": _RECORD,
+    "implicit.MatrixCompletion": _RECORD,
+    "implicit.Dataset": _RECORD,
+    "implicit.CompletionProblem": _RECORD,
+    "simplicity.FunctionDistribution": _RECORD,
+    "simplicity.RankCorrelation": _RECORD,
     "landscape.Surface2D": _RECORD,
     "landscape.BezierCurve": _RECORD,
     "landscape.TrajectoryPCA": _RECORD,
@@ -346,6 +415,12 @@ EXEMPT: dict[str, str] = {
     "parity.ParityGradientVariance": _RECORD,
     "plots.curves": "a plotting helper: series and labels go to plotly as they are",
     "plots.BookPlotlyMime": "a myst-nb renderer plugin, called by myst-nb",
+    "randomfeatures.DoubleDescent": _RECORD,
+    "randomfeatures.RidgeSelection": _RECORD,
+    "randomfeatures.MonteCarlo": _RECORD,
+    "pacbayes.Posterior": "a posterior record built by optimize_posterior; Posterior.kl checks its prior_var",
+    "pacbayes.StochasticError": _RECORD,
+    "pacbayes.PacBayesBound": _RECORD,
     "randmat.MPEdges": _RECORD,
     "randmat.MomentEstimate": _RECORD,
     "randomization.Run": _RECORD,

@@ -305,3 +305,129 @@ def test_vc_vacuous_dimension_bad_input():
         capacity.vc_vacuous_dimension(100, 0.05, level=-1)
     with pytest.raises(ValueError, match="stays below"):
         capacity.vc_vacuous_dimension(100, 0.05, level=50.0)
+
+
+# ----------------------------------------------------------------------------- chapter 2: arrays and normalized margins
+
+def _arrays(model, bias=True):
+    lins = [l for l in model if isinstance(l, nn.Linear)]
+    W = [l.weight.detach().numpy().copy() for l in lins]
+    B = [l.bias.detach().numpy().copy() for l in lins] if bias else None
+    return W, B
+
+
+@pytest.mark.parametrize("p", [1, 2, 3])
+def test_path_norm_arrays_equals_path_norm_and_brute_force(p):
+    model = _net([3, 4, 3, 2], seed=10 + p)
+    W, B = _arrays(model)
+    assert capacity.path_norm_arrays(W, B, p) == pytest.approx(capacity.path_norm(model, p), rel=1e-12)
+    assert capacity.path_norm_arrays(W, B, p) == pytest.approx(_paths_bruteforce(model, p, True), rel=1e-12)
+    assert capacity.path_norm_arrays(W, None, p) == pytest.approx(capacity.path_norm(model, p, bias=False), rel=1e-12)
+    assert capacity.path_norm_arrays([w.tolist() for w in W], [None, B[1], None], p) == pytest.approx(
+        _paths_bruteforce_partial(W, [None, B[1], None], p), rel=1e-12)
+    assert type(capacity.path_norm_arrays(W, B, p)) is float
+
+
+def _paths_bruteforce_partial(W, B, p):
+    """Brute force over paths for some biases missing (an entry None): paths start at inputs or at a present bias."""
+    total = 0.0
+    L = len(W)
+    for units in itertools.product(range(W[0].shape[1]), *[range(w.shape[0]) for w in W]):
+        total += np.prod([abs(W[l][units[l + 1], units[l]]) ** p for l in range(L)])
+    for s in range(L):
+        if B[s] is None:
+            continue
+        for units in itertools.product(*[range(w.shape[0]) for w in W[s:]]):
+            val = abs(B[s][units[0]]) ** p
+            for k, l in enumerate(range(s + 1, L)):
+                val *= abs(W[l][units[k + 1], units[k]]) ** p
+            total += val
+    return total ** (1 / p)
+
+
+def test_path_norm_arrays_rescaling_invariance_and_what_breaks_it():
+    W, B = _arrays(_net([5, 6, 4, 3], seed=1))
+    before = capacity.path_norm_arrays(W, B)
+    c = np.array([3.0, 0.2, 1.0, 7.5, 0.5, 2.0])
+    W2, B2 = [w.copy() for w in W], [b.copy() for b in B]
+    W2[0] *= c[:, None]
+    B2[0] *= c
+    W2[1] /= c[None, :]
+    assert capacity.path_norm_arrays(W2, B2) == pytest.approx(before, rel=1e-12)
+    x = np.random.default_rng(0).standard_normal((9, 5))
+
+    def f(Ws, Bs):
+        h = x
+        for i, (w, b) in enumerate(zip(Ws, Bs)):
+            h = h @ w.T + b
+            if i < len(Ws) - 1:
+                h = np.maximum(h, 0)
+        return h
+    np.testing.assert_allclose(f(W2, B2), f(W, B), rtol=1e-12)       # the same function
+    W3 = [w.copy() for w in W2]
+    W3[1] = W[1] * c[None, :]                                      # outgoing times c, not 1/c
+    assert abs(capacity.path_norm_arrays(W3, B2) - before) > 1e-3 * before
+    W4 = [w.copy() for w in W]
+    W4[0] = W[0] * c[:, None]                                      # bias not rescaled: a different function
+    W4[1] = W[1] / c[None, :]
+    assert abs(capacity.path_norm_arrays(W4, B) - before) > 1e-3 * before
+    W5 = [-w for w in W]                                           # signs do not enter
+    assert capacity.path_norm_arrays(W5, B) == pytest.approx(before, rel=1e-12)
+
+
+def test_path_norm_arrays_bad_input():
+    W, B = _arrays(_net([3, 4, 2], seed=0))
+    with pytest.raises(ValueError, match="p=0.5"):
+        capacity.path_norm_arrays(W, B, p=0.5)
+    with pytest.raises(ValueError, match=r"weights\[1\]"):
+        capacity.path_norm_arrays([W[0], W[1].T], None)
+    with pytest.raises(ValueError, match=r"biases\[0\]"):
+        capacity.path_norm_arrays(W, [B[0][:2], B[1]])
+    with pytest.raises(ValueError, match="biases must be"):
+        capacity.path_norm_arrays(W, [B[0]])
+    with pytest.raises(ValueError, match="weights must be"):
+        capacity.path_norm_arrays([], None)
+
+
+def test_normalized_margins_match_numpy_and_are_scale_invariant():
+    model = _net([4, 8, 6, 3], seed=7)
+    X = torch.randn(25, 4, dtype=torch.float64)
+    y = torch.randint(0, 3, (25,))
+    out = model(X).detach().numpy()
+    gam = np.array([out[i, y[i]] - np.max(np.delete(out[i], y[i])) for i in range(25)])
+    Ws = [l.weight.detach().numpy() for l in model if isinstance(l, nn.Linear)]
+    rc = _spectral_numpy(Ws, [0 * w for w in Ws])
+    want = gam / (rc * np.sqrt(np.sum(X.numpy() ** 2)) / 25)        # ||X||_F = sqrt(sum_i ||x_i||^2)
+    got = capacity.normalized_margins(model, X, y)
+    assert got.dtype == torch.float64
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-10)
+    with torch.no_grad():                                          # the last layer times 7: margins and R_A times 7
+        model[-1].weight.mul_(7.0)
+        model[-1].bias.mul_(7.0)
+    np.testing.assert_allclose(capacity.normalized_margins(model, X, y).numpy(), want, rtol=1e-10)
+    assert not np.allclose(capacity.margins(model, X, y).numpy(), gam)  # while the raw margins changed
+    init = _net([4, 8, 6, 3], seed=8)
+    Ms = [l.weight.detach().numpy() for l in init if isinstance(l, nn.Linear)]
+    Ws = [l.weight.detach().numpy() for l in model if isinstance(l, nn.Linear)]
+    rc_ref = _spectral_numpy(Ws, Ms)
+    np.testing.assert_allclose(capacity.normalized_margins(model, X, y, ref=init).numpy(),
+                               7 * gam / (rc_ref * np.sqrt(np.sum(X.numpy() ** 2)) / 25), rtol=1e-10)
+
+
+def test_normalized_margins_bad_input():
+    model = _net([4, 3, 2], seed=0)
+    with pytest.raises(ValueError, match="y has 3 labels"):
+        capacity.normalized_margins(model, torch.zeros(5, 4, dtype=torch.float64), torch.zeros(3, dtype=torch.long))
+    with torch.no_grad():
+        model[0].weight.zero_()
+    with pytest.raises(ValueError, match="R_A = 0"):
+        capacity.normalized_margins(model, torch.ones(5, 4, dtype=torch.float64), torch.zeros(5, dtype=torch.long))
+
+
+def test_path_norm_arrays_does_not_import_torch():
+    import subprocess
+    import sys
+    code = ("import sys, tdlcourse.capacity as c; c.path_norm_arrays([[[1.0, -2.0]], [[3.0]]], None); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

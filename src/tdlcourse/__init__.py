@@ -4,15 +4,20 @@ One module per idea, named for it; nothing is imported here, so import the modul
 ``from tdlcourse import capacity; capacity.vc_gap(100, 1797, 0.05)``. Each module's docstring
 states its conventions and the papers it follows.
 
-Module -> chapter -> lab -> tests. Only chapter 1 is built (page ``book/01_generalization_puzzle.md``,
-lab ``labs/01_generalization_puzzle.ipynb``, assignment ``assignments/source/hw01/``); the modules
-of the planned chapters 2-12 are written and tested ahead of their pages and labs.
+Module -> chapter -> lab -> tests. Part I, chapters 1-3, is built (chapter 1: page
+``book/01_generalization_puzzle.md``, lab ``labs/01_generalization_puzzle.ipynb``, assignment
+``assignments/source/hw01/``; chapters 2 and 3 likewise); the modules of the planned chapters 4-12
+are written and tested ahead of their pages and labs.
 
 ==================  =====================================================  ========================
 module              chapter (lab)                                          tests (``tests/``)
 ==================  =====================================================  ========================
-``capacity``        1 generalization puzzle (lab 01); 2 norms, PAC-Bayes   ``test_capacity.py``
+``capacity``        1 generalization puzzle (lab 01); 2 norms, margins     ``test_capacity.py``
 ``randomization``   1 generalization puzzle (lab 01)                       ``test_randomization.py``
+``randomfeatures``  2 double descent (lab 02)                              ``test_randomfeatures.py``
+``pacbayes``        2 PAC-Bayes bounds (lab 02)                            ``test_pacbayes.py``
+``implicit``        3 implicit bias (lab 03)                               ``test_implicit.py``
+``simplicity``      3 simplicity bias (lab 03)                             ``test_simplicity.py``
 ``regions``         5 linear regions (planned)                             ``test_regions.py``
 ``meanfield``       6 signal propagation at initialization (planned)       ``test_meanfield.py``
 ``randmat``         7 gradients, dynamical isometry (planned)              ``test_randmat.py``

@@ -1,9 +1,10 @@
 """Capacity measures and generalization bounds.
 
-Chapter 1 uses the VC bound and the Rademacher complexity; the planned chapter 2 the norm-based and PAC-Bayes
-bounds. Conventions: logs are natural (KL in nats); risks are 0-1 risks in [0, 1]; a torch weight
-W has shape [out, in] and acts as x -> W x; bounds are returned as computed, never clipped (a value
-above 1 is vacuous).
+Chapter 1 uses the VC bound and the Rademacher complexity; chapter 2 the norm-based and PAC-Bayes
+bounds: path norms, spectral complexity and normalized margins here, optimized PAC-Bayes posteriors
+in ``pacbayes``. Conventions: logs are natural (KL in nats); risks are 0-1 risks in [0, 1]; a torch
+weight W has shape [out, in] and acts as x -> W x; bounds are returned as computed, never clipped
+(a value above 1 is vacuous).
 """
 
 from __future__ import annotations
@@ -264,6 +265,57 @@ def spectral_complexity(model: nn.Module, ref=None) -> float:
     return math.exp(log_prod) * total ** 1.5
 
 
+
+def path_norm_arrays(weights, biases=None, p: float = 2) -> float:
+    r"""``path_norm`` from plain arrays: the l_p path norm (Neyshabur, Tomioka, Srebro 2015) of the
+    ReLU network with weight matrices ``weights`` = [W_1, ..., W_L], each [out, in] as in
+    ``nn.Linear`` (x -> W x + b), and optional ``biases`` = [b_1, ..., b_L] (each [out] or None;
+    ``biases=None``: no biases):
+
+    .. math:: \phi_p = \Big(\mathbf 1^\top v_L\Big)^{1/p}, \quad v_0 = \mathbf 1, \quad
+              v_l = |W_l|^p v_{l-1} + |b_l|^p,
+
+    the sum over all paths (from an input unit or from a bias, each bias an edge from a constant
+    unit) of the product of |edge weight|^p. Equals ``path_norm(model, p)`` for the ``nn.Sequential``
+    of ``nn.Linear`` and ``nn.ReLU`` with these weights (``bias=True``; with ``biases=None`` the
+    ``bias=False`` value). Invariant when a hidden neuron's incoming weights and bias are multiplied
+    by c > 0 and its outgoing weights by 1/c. numpy only (no torch); returns a float.
+    """
+    p = in_interval("p", p, 1.0, math.inf, closed="left")
+    if isinstance(weights, np.ndarray) or not isinstance(weights, (list, tuple)) or not weights:
+        raise ValueError("weights must be a non-empty list of 2-D arrays [out, in]")
+    Ws = []
+    for i, w in enumerate(weights):
+        a = np.asarray(w, dtype=np.float64)
+        if a.ndim != 2 or a.size == 0 or not np.all(np.isfinite(a)):
+            raise ValueError(f"weights[{i}] must be a finite 2-D array [out, in], got shape {a.shape}")
+        if Ws and a.shape[1] != Ws[-1].shape[0]:
+            raise ValueError(f"weights[{i}] has shape {a.shape}: its {a.shape[1]} inputs do not match the "
+                             f"{Ws[-1].shape[0]} outputs of weights[{i - 1}]")
+        Ws.append(a)
+    if biases is None:
+        Bs = [None] * len(Ws)
+    else:
+        if isinstance(biases, np.ndarray) or not isinstance(biases, (list, tuple)) or len(biases) != len(Ws):
+            raise ValueError(f"biases must be None or a list of {len(Ws)} arrays (one per weight matrix, "
+                             "an entry may be None)")
+        Bs = []
+        for i, (b, w) in enumerate(zip(biases, Ws)):
+            if b is None:
+                Bs.append(None)
+                continue
+            a = np.asarray(b, dtype=np.float64)
+            if a.shape != (w.shape[0],) or not np.all(np.isfinite(a)):
+                raise ValueError(f"biases[{i}] must be a finite array of shape ({w.shape[0]},), got shape {a.shape}")
+            Bs.append(a)
+    v = np.ones(Ws[0].shape[1])
+    for w, b in zip(Ws, Bs):
+        v = np.abs(w) ** p @ v
+        if b is not None:
+            v = v + np.abs(b) ** p
+    return float(v.sum() ** (1.0 / p))
+
+
 # ============================================================================ a table of measures
 
 @dataclass(frozen=True)
@@ -331,6 +383,32 @@ def margins(model: nn.Module, X, y) -> torch.Tensor:
     true = h.gather(1, y[:, None])[:, 0]
     other = h.scatter(1, y[:, None], -math.inf).max(dim=1).values
     return true - other
+
+
+
+def normalized_margins(model: nn.Module, X, y, ref=None) -> torch.Tensor:
+    r"""Margins normalized by the spectral complexity, as in the margin distributions of Bartlett,
+    Foster, Telgarsky 2017 (Sec. 2; the quantity their Thm. 1.1 bound scales with):
+
+    .. math:: \tilde\gamma_i = \frac{\gamma_i}{R_A \|X\|_2 / n}, \qquad
+              \|X\|_2 = \Big(\sum_{j=1}^n \|x_j\|_2^2\Big)^{1/2},
+
+    with gamma_i the multiclass margins f(x_i)_{y_i} - max_{j != y_i} f(x_i)_j (``margins``), R_A the
+    spectral complexity (``spectral_complexity(model, ref)``; ``ref=None``: reference matrices 0) and
+    n the number of rows of ``X``. Their ||X||_2 is the l2 norm of the stacked data, the Frobenius
+    norm of X [n, d] (inputs flattened), not its spectral norm. Normalizing makes margins
+    comparable across networks and label sets: scaling the last layer by c > 0 scales gamma_i and R_A
+    alike. Returns a float64 tensor [n] on the model's device; raises if R_A = 0.
+    """
+    import torch
+    gam = margins(model, X, y)
+    rc = spectral_complexity(model, ref)
+    if rc == 0.0:
+        raise ValueError("model has spectral complexity R_A = 0 (a zero weight matrix): normalized margins "
+                         "are undefined")
+    x = torch.as_tensor(X).detach().to(gam.device, gam.dtype).flatten(1)
+    n = x.shape[0]
+    return gam / (rc * float(x.pow(2).sum().sqrt()) / n)
 
 
 def measures(model: nn.Module, data, *, margin_quantile: float = 0.05, delta: float = 0.05) -> MeasureTable:
