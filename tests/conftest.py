@@ -216,3 +216,23 @@ def cifar_like_tarball(path: Path, n: int = 16, seed: int = 0) -> Path:
             info.size = len(body)
             tar.addfile(info, io.BytesIO(body))
     return path
+
+
+def mnist_like_folder(path: Path, n_train: int = 64, n_test: int = 16, seed: int = 0) -> Path:
+    """The four MNIST files in their real format (gzipped IDX) with random 28x28 images and labels 0-9,
+    for the MNIST code paths without the real download."""
+    import gzip
+    import struct
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+
+    def idx(a: np.ndarray) -> bytes:
+        return gzip.compress(bytes([0, 0, 0x08, a.ndim]) + struct.pack(f">{a.ndim}I", *a.shape) + a.tobytes())
+
+    path.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        (path / f"{split}-images-idx3-ubyte.gz").write_bytes(idx(rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)))
+        (path / f"{split}-labels-idx1-ubyte.gz").write_bytes(idx(rng.integers(0, 10, n, dtype=np.uint8)))
+    return path

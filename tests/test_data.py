@@ -296,3 +296,16 @@ def test_cifar_unpickler_refuses_code():
         data.read_cifar_batch(io.BytesIO(evil))
     with pytest.raises(ValueError, match="not a CIFAR-10 python batch"):
         data.read_cifar_batch(io.BytesIO(pickle.dumps({b"x": 1}, protocol=2)))
+
+
+def test_mnist_and_cifar10_read_an_explicit_local_copy(tmp_path):
+    """``folder=`` / ``file=`` read a local copy as it is, without the cache and its checksums."""
+    from conftest import cifar_like_tarball, mnist_like_folder
+
+    d = data.mnist(folder=mnist_like_folder(tmp_path / "m", n_train=30, n_test=10), flatten=True)
+    assert d.x_train.shape == (30, 784) and d.x_test.shape == (10, 784) and d.num_classes == 10
+    c = data.cifar10(file=cifar_like_tarball(tmp_path / "c.tar.gz", n=4), n_train=7)
+    assert c.x_train.shape == (7, 3, 32, 32) and c.x_test.shape == (4, 3, 32, 32)
+    (tmp_path / "m" / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(ValueError, match=r"folder=.* lacks the MNIST files \['t10k-labels-idx1-ubyte.gz'\]"):
+        data.mnist(folder=tmp_path / "m")

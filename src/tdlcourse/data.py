@@ -377,15 +377,24 @@ def _check_subset_sizes(n_train, n_test) -> None:
 
 def mnist(root: str | os.PathLike | None = None, *, download: bool = True, flatten: bool = False,
           standardize: bool = True, n_train: int | None = None, n_test: int | None = None, seed: int = 0,
-          dtype: torch.dtype = torch.float32) -> Data:
+          dtype: torch.dtype = torch.float32, folder: str | os.PathLike | None = None) -> Data:
     """MNIST (LeCun et al. 1998): 60000 train and 10000 test images [1, 28, 28], 10 classes.
 
     Pixels are scaled to [0, 1] and, with ``standardize``, centred and scaled by the training split's
     mean and standard deviation. ``flatten`` gives vectors of 784. ``n_train``/``n_test`` keep a random
-    subset (drawn with ``seed``, in the original order). Files: ``fetch("mnist", root, download)``.
+    subset (drawn with ``seed``, in the original order). Files: ``fetch("mnist", root, download)``, or
+    the four IDX files in ``folder`` read as they are (not checked against the canonical checksums,
+    which guard the cache: for a private mirror or for files a test generates).
     """
     _check_subset_sizes(n_train, n_test)  # before any download
-    p = fetch("mnist", root, download)
+    if folder is not None:
+        names = [rf.name for rf in SOURCES["mnist"].files]
+        p = {n: Path(folder).expanduser() / n for n in names}
+        missing = [n for n, f in p.items() if not f.is_file()]
+        if missing:
+            raise ValueError(f"folder={str(folder)!r} lacks the MNIST files {missing} (or pass folder=None for the cache)")
+    else:
+        p = fetch("mnist", root, download)
     xtr = read_idx(p["train-images-idx3-ubyte.gz"])[:, None]
     ytr = read_idx(p["train-labels-idx1-ubyte.gz"]).astype(np.int64)
     xte = read_idx(p["t10k-images-idx3-ubyte.gz"])[:, None]
