@@ -96,6 +96,10 @@ def test_pac_bayes_kl_bound_vs_pinsker_and_mcallester():
     assert b < capacity.mcallester_bound(q, kl, m, delta)
     # bigger KL, bigger bound
     assert capacity.pac_bayes_kl_bound(q, 2 * kl, m, delta) > b
+    # Maurer's constant 2 sqrt(m) holds for m >= 8 only
+    assert capacity.pac_bayes_kl_bound(q, 8.0, 8, delta) <= 1
+    with pytest.raises(ValueError, match="m=7 must be an integer >= 8"):
+        capacity.pac_bayes_kl_bound(q, kl, 7, delta)
 
 
 @pytest.mark.parametrize("kwargs,name", [

@@ -165,8 +165,9 @@ def pac_bayes_kl_bound(emp_risk: float, kl: float, m: int, delta: float, tol: fl
     .. math:: \mathrm{kl}\big(\hat L(Q) \,\|\, L(Q)\big) \le c = \frac{\mathrm{KL}(Q\|P) + \ln(2\sqrt m/\delta)}{m},
 
     so L(Q) <= kl_inverse(L_hat, c) (to ``tol``). Always at most the Pinsker form L_hat + sqrt(c / 2).
+    Maurer's theorem, which gives the constant 2 sqrt(m), needs m >= 8: a smaller m is refused.
     """
-    emp_risk, kl, m, delta = _check_bound_args(emp_risk, kl, m, delta)
+    emp_risk, kl, m, delta = _check_bound_args(emp_risk, kl, m, delta, m_min=8)
     c = (kl + math.log(2.0 * math.sqrt(m) / delta)) / m
     return kl_inverse(emp_risk, c, tol)
 
