@@ -32,9 +32,9 @@ import torch
 from torch import nn
 
 import tdlcourse
-from tdlcourse import (capacity, checkpoint, curvature, data, device, implicit, infotheory, landscape, meanfield, models,
-                       ntk, pacbayes, parity, plots, randmat, randomfeatures, randomization, regions, simplicity,
-                       spectral, train, validate, widgets)
+from tdlcourse import (approximation, capacity, checkpoint, curvature, data, device, implicit, infotheory, landscape,
+                       meanfield, models, ntk, pacbayes, parity, plots, randmat, randomfeatures, randomization, regions,
+                       simplicity, spectral, train, validate, widgets)
 
 
 # ----------------------------------------------------------------------------- what is public
@@ -135,6 +135,29 @@ class Bad:
 
 
 CASES: dict[str, Bad] = {
+    # ---- approximation
+    "approximation.tent_power": Bad(lambda: approximation.tent_power(0.5, 0), "k", "0"),
+    "approximation.sawtooth_mlp": Bad(lambda: approximation.sawtooth_mlp(1.5), "k", "1.5"),
+    "approximation.tent_pieces": Bad(lambda: approximation.tent_pieces(-2), "k", "-2"),
+    "approximation.count_pieces": Bad(lambda: approximation.count_pieces([0.0, 1.0], [0.0]), "values", "(1,)"),
+    "approximation.compose": Bad(lambda: approximation.compose([]), "maps", "[]"),
+    "approximation.compose_pieces": Bad(lambda: approximation.compose_pieces([([0.0, 1.0], [0.0, 1.0])], tol=-1.0),
+                                        "tol", "-1"),
+    "approximation.squared_error": Bad(lambda: approximation.squared_error([0.0, 1.0], [0.0, 1.0], [0.0, 2.0],
+                                                                           [0.0, 1.0]), "fit_breakpoints", "[0, 2]"),
+    "approximation.affine_fit_error": Bad(lambda: approximation.affine_fit_error([0.0, 1.0, 2.0], [0.0, 1.0]),
+                                          "values", "(2,)"),
+    "approximation.best_affine_error": Bad(lambda: approximation.best_affine_error(0), "k", "0"),
+    "approximation.max_pieces": Bad(lambda: approximation.max_pieces(0, 2), "width", "0"),
+    "approximation.few_pieces_error_lower_bound": Bad(
+        lambda: approximation.few_pieces_error_lower_bound(3, 2, norm="l2"), "norm", "'l2'"),
+    "approximation.product_gate": Bad(lambda: approximation.product_gate(0.1, 0.2, 0.1, "tanh"), "activation", "'tanh'"),
+    "approximation.product_gate_error_coefficient": Bad(
+        lambda: approximation.product_gate_error_coefficient(0.1, 0.2, "relu"), "activation", "'relu'"),
+    "approximation.mlp_params": Bad(lambda: approximation.mlp_params((2, 0)), "widths[1]", "0"),
+    "approximation.equal_parameter_widths": Bad(lambda: approximation.equal_parameter_widths(0, 3), "depth", "0"),
+    "approximation.net_pieces": Bad(lambda: approximation.net_pieces(_mlp(2, 1)), "model", "2"),
+    "approximation.fit_sawtooth": Bad(lambda: approximation.fit_sawtooth((2,), (0,)), "ks[0]", "0"),
     # ---- capacity
     "capacity.vc_gap": Bad(lambda: capacity.vc_gap(10, 100, 1.5), "delta", "1.5"),
     "capacity.vc_vacuous_dimension": Bad(lambda: capacity.vc_vacuous_dimension(0, 0.05), "m", "0"),
@@ -311,6 +334,18 @@ CASES: dict[str, Bad] = {
     "randomization.label_noise_sweep": Bad(lambda: randomization.label_noise_sweep(_data(), [0.0, 1.5], widths=(4,),
                                                                                    steps=1), "fractions[1]", "1.5"),
     # ---- regions
+    "regions.count_regions_1d_arrays": Bad(lambda: regions.count_regions_1d_arrays([np.ones(3), np.ones((1, 3))],
+                                                                                   [np.zeros(3), np.zeros(1)],
+                                                                                   [0.0], [1.0]),
+                                           "weights[0]", "(3,)"),
+    "regions.count_regions_segments": Bad(lambda: regions.count_regions_segments(_mlp(), [0.0, 0.0], [[1.0, 1.0]]),
+                                          "A", "(2,)"),
+    "regions.plane_through": Bad(lambda: regions.plane_through([0.0, float("nan")], [1.0, 0.0], [0.0, 1.0]),
+                                 "p0", "(2,)"),
+    "regions.region_map": Bad(lambda: regions.region_map(_mlp(), box=(0.0, 1.0, 1.0, 1.0)),
+                              "box", "(0.0, 1.0, 1.0, 1.0)"),
+    "regions.region_figure": Bad(lambda: regions.region_figure(np.zeros((2, 2))), "rmap", "ndarray"),
+    "regions.zigzag_mlp": Bad(lambda: regions.zigzag_mlp((2, 4)), "widths", "(2, 4)"),
     "regions.montufar_lower_bound": Bad(lambda: regions.montufar_lower_bound(0, (4, 4)), "n0", "0"),
     "regions.montufar2017_upper_bound": Bad(lambda: regions.montufar2017_upper_bound(2, (4, 0)), "widths[1]", "0"),
     "regions.serra_upper_bound": Bad(lambda: regions.serra_upper_bound(2, "44"), "widths", "'44'"),
@@ -398,6 +433,9 @@ EXEMPT: dict[str, str] = {
     "implicit.CompletionProblem": _RECORD,
     "simplicity.FunctionDistribution": _RECORD,
     "simplicity.RankCorrelation": _RECORD,
+    "approximation.PiecewiseLinear": _RECORD,
+    "approximation.EqualParameters": _RECORD,
+    "approximation.SawtoothFits": _RECORD,
     "landscape.Surface2D": _RECORD,
     "landscape.BezierCurve": _RECORD,
     "landscape.TrajectoryPCA": _RECORD,
@@ -424,6 +462,9 @@ EXEMPT: dict[str, str] = {
     "randmat.MPEdges": _RECORD,
     "randmat.MomentEstimate": _RECORD,
     "randomization.Run": _RECORD,
+    "regions.SegmentCounts": _RECORD,
+    "regions.RegionMap": _RECORD,
+    "regions.Plane": _RECORD,
     "regions.LineRegions": _RECORD,
     "regions.PlaneRegions": _RECORD,
     "spectral.CirclePoints": _RECORD,

@@ -106,7 +106,7 @@ def test_explore_static_is_one_slider_figure_over_the_precomputed_values(monkeyp
     assert [s.label for s in steps] == ["1x", "3x"]
     assert [list(t.y) for t in fig.data] == [[0, 1, 2], [0, 3, 6]]
     assert [t.visible for t in fig.data] == [True, False]
-    assert steps[1].args[0]["visible"] == [False, True] and steps[1].args[1]["title"] == "a = 3"
+    assert steps[1].args[0]["visible"] == [False, True] and steps[1].args[1]["title.text"] == "a = 3"
 
 
 def test_explore_live_computes_on_demand_and_caches(monkeypatch):

@@ -317,3 +317,154 @@ def test_count_2d_bad_input():
         regions.count_regions_2d(_relu_net(2, (4,), 0), resolution=1)
     with pytest.raises(ValueError, match="collinear"):
         regions.count_regions_2d(model, plane=([0, 0, 0], [1, 1, 1], [2, 2, 2]))
+
+
+# ----------------------------------------------------------------------------- numpy-array walk
+
+def _arrays(model):
+    lins = [m for m in model if isinstance(m, nn.Linear)]
+    return ([m.weight.detach().double().numpy() for m in lins], [m.bias.detach().double().numpy() for m in lins])
+
+
+@pytest.mark.parametrize("n0,widths,seed", [(1, (5, 5), 0), (3, (8, 8, 8), 1), (2, (6,), 2)])
+def test_count_1d_arrays_equals_sequential_and_dense_sampling(n0, widths, seed):
+    model = _relu_net(n0, widths, seed)
+    W, b = _arrays(model)
+    a, b_end = -2 * np.ones(n0), 2.5 * np.ones(n0)
+    got = regions.count_regions_1d_arrays(W, b, a, b_end)
+    assert isinstance(got, int)
+    assert got == regions.count_regions_1d(model, a, b_end).count == _dense_count(model, a, b_end)[0]
+
+
+def test_count_1d_arrays_zigzag_attains_maximum():
+    W, b = _arrays(_zigzag_net((4, 4, 4)))
+    assert regions.count_regions_1d_arrays([w.tolist() for w in W], b, [0.0], [1.0]) == 125
+
+
+def test_count_1d_arrays_bad_input():
+    W, b = _arrays(_relu_net(2, (4,), 0))
+    with pytest.raises(ValueError, match="biases"):
+        regions.count_regions_1d_arrays(W, b[:1], [0, 0], [1, 1])
+    with pytest.raises(ValueError, match=r"weights\[1\]"):
+        regions.count_regions_1d_arrays([W[0], W[1].T], b, [0, 0], [1, 1])
+    with pytest.raises(ValueError, match="length 0"):
+        regions.count_regions_1d_arrays(W, b, [1, 1], [1, 1])
+    with pytest.raises(ValueError, match="at least 2 layers"):
+        regions.count_regions_1d_arrays(W[:1], b[:1], [0, 0], [1, 1])
+
+
+# ----------------------------------------------------------------------------- many segments
+
+@pytest.mark.parametrize("n0,widths,seed", [(1, (6, 6), 0), (4, (8, 8, 8), 1), (10, (16, 8), 2)])
+def test_segments_equal_loop_of_count_1d(n0, widths, seed):
+    model = _relu_net(n0, widths, seed)
+    rng = np.random.default_rng(seed)
+    A, B = 2 * rng.normal(size=(60, n0)), 2 * rng.normal(size=(60, n0))
+    res = regions.count_regions_segments(model, A, torch.as_tensor(B))
+    loop = np.array([regions.count_regions_1d(model, a, b).count for a, b in zip(A, B)])
+    np.testing.assert_array_equal(res.counts, loop)
+    assert loop.max() > 3 and len(set(loop)) > 2        # not a trivial agreement
+    np.testing.assert_allclose(res.lengths, np.linalg.norm(B - A, axis=1))
+    np.testing.assert_allclose(res.per_length, loop / res.lengths)
+    np.testing.assert_allclose(res.crossings_per_length, (loop - 1) / res.lengths)
+
+
+def test_segments_zigzag_and_lines():
+    # exact known counts: the zig-zag net on [0, 1] and on [0, 1/2]; n tangent lines crossed by rays
+    z = _zigzag_net((3, 3, 3))
+    res = regions.count_regions_segments(z, [[0.0], [0.0], [1.0]], [[1.0], [1e-9], [0.0]])
+    assert res.counts[0] == res.counts[2] == 64 and res.counts[1] == 1
+    # a long horizontal line through 5 tangents of the unit circle, none parallel to it, meets 6 regions
+    res = regions.count_regions_segments(_lines_net(5), [[-100.0, 0.05]], [[100.0, 0.05]])
+    assert res.counts.tolist() == [6]
+
+
+def test_segments_bad_input():
+    model = _relu_net(2, (4,), 0)
+    with pytest.raises(ValueError, match=r"A\[1\] and B\[1\].*length 0"):
+        regions.count_regions_segments(model, [[0, 0], [1, 1]], [[1, 0], [1, 1]])
+    with pytest.raises(ValueError, match="A must be"):
+        regions.count_regions_segments(model, [0, 0], [[1, 0]])
+    with pytest.raises(ValueError, match="same shape"):
+        regions.count_regions_segments(model, [[0, 0]], [[1, 0], [2, 0]])
+
+
+# ----------------------------------------------------------------------------- planes and maps
+
+def test_plane_through_maps_the_three_points_and_back():
+    p = np.array([[0.1, -0.2, 0.3, 1.0], [1.0, 0.5, -0.4, 0.0], [-0.6, 1.2, 0.8, 2.0]])
+    pl = regions.plane_through(*p)
+    np.testing.assert_allclose(pl([[0, 0], [1, 0], [0, 1]]), p)
+    uv = np.random.default_rng(0).normal(size=(7, 2))
+    np.testing.assert_allclose(pl.coords(pl(uv)), uv, atol=1e-12)
+    with pytest.raises(ValueError, match="collinear"):
+        regions.plane_through([0, 0], [1, 1], [2, 2])
+
+
+@pytest.mark.parametrize("n", [3, 7])  # odd n: no two tangents are parallel
+def test_region_map_lines_exact_and_resolved(n):
+    # n lines in general position: 1 + n + C(n, 2) regions; only rows passing close to a crossing of
+    # two lines meet a sliver thinner than a pixel
+    rm = regions.region_map(_lines_net(n), (-5, 5, -5, 5), 301)
+    assert rm.count == 1 + n + math.comb(n, 2)
+    assert np.all(rm.row_counts_grid[rm.mismatched_rows] < rm.row_counts_exact[rm.mismatched_rows])
+    # a row at height v meets the wedge of lines s, t crossing at height v* in an interval of width
+    # |v - v*| |tan s - tan t|; the grid misses it only if that is below the spacing du
+    theta = 2 * np.pi * np.arange(n) / n + 0.3
+    wedges = [(np.linalg.solve([[np.cos(s), np.sin(s)], [np.cos(t), np.sin(t)]], [1, 1])[1],
+               abs(np.tan(s) - np.tan(t))) for s, t in itertools.combinations(theta, 2)]
+    thin = [any(abs(v - vc) * k < rm.spacing[0] * 1.0001 for vc, k in wedges) for v in rm.vs]
+    assert all(thin[i] for i in rm.mismatched_rows)
+    assert rm.rows_agree == 1 - rm.mismatched_rows.size / 301
+    # each row crosses each line once unless it passes above/below the crossing: exact count <= n + 1
+    assert rm.row_counts_exact.max() <= n + 1 and rm.row_counts_exact.min() >= 1
+    assert rm.spacing == pytest.approx((10 / 300, 10 / 300))
+
+
+def test_region_map_rows_vs_exact_walk_and_plane():
+    model = _relu_net(3, (8, 8), 5)
+    pts = np.array([[0.1, -0.2, 0.3], [1.0, 0.5, -0.4], [-0.6, 1.2, 0.8]])
+    coarse = regions.region_map(model, (-1, 2, -1, 2), 24, plane=pts)
+    fine = regions.region_map(model, (-1, 2, -1, 2), 1200, plane=regions.plane_through(*pts))
+    # the grid can only miss regions along a row, never invent them
+    assert np.all(coarse.row_counts_grid <= coarse.row_counts_exact)
+    assert not coarse.resolved and coarse.mismatched_rows.size > 0
+    assert fine.rows_agree > 0.95 and fine.count >= coarse.count
+    # the exact row counts are count_regions_1d along the mapped rows
+    i = 7
+    a = pts[0] + (-1) * (pts[1] - pts[0]) + coarse.vs[i] * (pts[2] - pts[0])
+    b = pts[0] + 2 * (pts[1] - pts[0]) + coarse.vs[i] * (pts[2] - pts[0])
+    assert coarse.row_counts_exact[i] == regions.count_regions_1d(model, a, b).count
+    np.testing.assert_array_equal(coarse.labels, regions.count_regions_2d(model, (-1, 2, -1, 2), 24,
+                                                                          plane=pts).region_ids)
+
+
+def test_region_figure_and_bad_boxes():
+    rm = regions.region_map(_lines_net(3), (-3, 3, -3, 3), 50)
+    fig = regions.region_figure(rm, [[0, 0], [1, 1]], point_labels=["a", "b"], title="t")
+    assert fig.layout.title.text == "t" and len(fig.data) == 2
+    z = np.asarray(fig.data[0].z)
+    assert sorted(np.unique(z)) == list(range(rm.count))        # fewer than 256 regions: all colours distinct
+    np.testing.assert_array_equal(z[:, 1:] != z[:, :-1], rm.labels[:, 1:] != rm.labels[:, :-1])
+    for box in [(1, 0, 0, 1), (0, 1, 2, 2), (0, float("inf"), 0, 1)]:
+        with pytest.raises(ValueError, match="box"):
+            regions.region_map(_lines_net(3), box, 20)
+    with pytest.raises(ValueError, match="rmap"):
+        regions.region_figure(rm.labels)
+
+
+# ----------------------------------------------------------------------------- the library's zig-zag
+
+@pytest.mark.parametrize("widths", [(3,), (3, 3), (4, 4, 4), (5, 3, 2), (3, 3, 3, 1)])
+def test_zigzag_mlp_attains_the_1d_maximum_by_dense_sampling(widths):
+    model = regions.zigzag_mlp(widths)
+    dense, _ = _dense_count(model, [0.0], [1.0], 400_001)
+    assert regions.count_regions_1d(model, [0.0], [1.0]).count == dense == regions.max_regions_1d(widths)
+    np.testing.assert_array_equal(model[0].weight.detach().numpy(), _zigzag_net(widths)[0].weight.detach().numpy())
+
+
+def test_zigzag_mlp_bad_widths():
+    with pytest.raises(ValueError, match="widths"):
+        regions.zigzag_mlp((2, 4))
+    with pytest.raises(ValueError, match=r"widths\[0\]"):
+        regions.zigzag_mlp((0,))

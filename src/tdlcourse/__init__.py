@@ -4,9 +4,9 @@ One module per idea, named for it; nothing is imported here, so import the modul
 ``from tdlcourse import capacity; capacity.vc_gap(100, 1797, 0.05)``. Each module's docstring
 states its conventions and the papers it follows.
 
-Module -> chapter -> lab -> tests. Part I, chapters 1-3, is built (chapter 1: page
+Module -> chapter -> lab -> tests. Parts I and II, chapters 1-5, are built (chapter 1: page
 ``book/01_generalization_puzzle.md``, lab ``labs/01_generalization_puzzle.ipynb``, assignment
-``assignments/source/hw01/``; chapters 2 and 3 likewise); the modules of the planned chapters 4-12
+``assignments/source/hw01/``; chapters 2-5 likewise); the modules of the planned chapters 6-12
 are written and tested ahead of their pages and labs.
 
 ==================  =====================================================  ========================
@@ -18,7 +18,8 @@ module              chapter (lab)                                          tests
 ``pacbayes``        2 PAC-Bayes bounds (lab 02)                            ``test_pacbayes.py``
 ``implicit``        3 implicit bias (lab 03)                               ``test_implicit.py``
 ``simplicity``      3 simplicity bias (lab 03)                             ``test_simplicity.py``
-``regions``         5 linear regions (planned)                             ``test_regions.py``
+``approximation``   4 approximation and depth (lab 04)                     ``test_approximation.py``
+``regions``         4 depth separation; 5 linear regions (lab 05)          ``test_regions.py``
 ``meanfield``       6 signal propagation at initialization (planned)       ``test_meanfield.py``
 ``randmat``         7 gradients, dynamical isometry (planned)              ``test_randmat.py``
 ``ntk``             8 infinite width: NNGP and NTK (planned)               ``test_ntk.py``

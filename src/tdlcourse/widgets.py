@@ -54,7 +54,7 @@ def label_noise_slider_figure(runs: Sequence[Run]) -> go.Figure:
         label = f"{r.fraction:.0%}"
         steps.append({"method": "update", "label": label,
                       "args": [{"visible": vis},
-                               {"title": f"{label} random labels: test accuracy {r.test_acc:.1%}"}]})
+                               {"title.text": f"{label} random labels: test accuracy {r.test_acc:.1%}"}]})
     fig.update_layout(sliders=[{"active": 0, "steps": steps, "pad": {"t": 40},
                                 "currentvalue": {"prefix": "fraction of random labels: "}}])
     return _layout(fig, f"{runs[0].fraction:.0%} random labels: test accuracy {runs[0].test_acc:.1%}")
@@ -121,7 +121,7 @@ def _slider_figure(figures: Sequence[tuple[str, go.Figure]], label: str) -> go.F
     first = figures[0][1]
     fig.update_layout(first.layout)
     steps = [{"method": "update", "label": text,
-              "args": [{"visible": [o == i for o in owner]}, {"title": f.layout.title.text or ""}]}
+              "args": [{"visible": [o == i for o in owner]}, {"title.text": f.layout.title.text or ""}]}
              for i, (text, f) in enumerate(figures)]
     fig.update_layout(sliders=[{"active": 0, "steps": steps, "pad": {"t": 40},
                                 "currentvalue": {"prefix": f"{label}: "}}])
