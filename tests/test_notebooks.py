@@ -84,49 +84,46 @@ def test_lab_stated_results_hold_at_cpu_scale(book, path):
         assert len(verdicts) == expected, f"{path.name}: {len(verdicts)} claims printed, {expected} expected"
 
 
+def _run_lab_at_ci(name: str, tmp_path, monkeypatch, **params) -> str:
+    """Run ``labs/<name>`` headless at ci scale with extra papermill ``params``; all text it printed."""
+    import papermill as pm
+
+    monkeypatch.delenv("TDL_SCALE", raising=False)
+    monkeypatch.setenv("TDL_STATIC", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    lab = ROOT / "labs" / name
+    out = tmp_path / lab.name
+    pm.execute_notebook(str(lab), str(out), cwd=str(lab.parent), kernel_name="python3", progress_bar=False,
+                        parameters={"scale": "ci", **params})
+    nb = nbformat.read(out, as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "scale=ci: the lab ran in" in text
+    return text
+
+
 @pytest.mark.slow
 def test_lab01_cifar10_cnn_path_runs_at_ci_scale(tmp_path, monkeypatch):
     """At gpu scale lab 1 trains Zhang et al.'s experiment: a CNN on CIFAR-10 with true labels, random
     labels, Gaussian inputs and random pixels. The same code path runs here at ci sizes on CIFAR-format
     batches generated for the test (the real file is a 170 MB download)."""
-    import papermill as pm
-
     from conftest import cifar_like_tarball
 
-    monkeypatch.delenv("TDL_SCALE", raising=False)
-    monkeypatch.setenv("TDL_STATIC", "1")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     tarball = cifar_like_tarball(tmp_path / "cifar-10-python.tar.gz", n=32)
-    lab = ROOT / "labs" / "01_generalization_puzzle.ipynb"
-    out = tmp_path / lab.name
-    pm.execute_notebook(str(lab), str(out), cwd=str(lab.parent), kernel_name="python3", progress_bar=False,
-                        parameters={"scale": "ci", "dataset": "cifar10", "cifar_file": str(tarball)})
-    nb = nbformat.read(out, as_version=4)
-    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    text = _run_lab_at_ci("01_generalization_puzzle.ipynb", tmp_path, monkeypatch, dataset="cifar10",
+                          cifar_file=str(tarball))
     assert "cifar10: 160 training and 32 test images of shape (3, 32, 32), 10 classes; network: cnn" in text, text[:2000]
-    assert "scale=ci: the lab ran in" in text
 
 
 @pytest.mark.slow
 def test_lab02_binary_mnist_path_runs_at_ci_scale(tmp_path, monkeypatch):
     """At gpu scale lab 2's PAC-Bayes experiment runs on binary MNIST (m = 55,000, as Dziugaite and
     Roy). The same code path runs here at ci sizes on MNIST-format files generated for the test."""
-    import papermill as pm
-
     from conftest import mnist_like_folder
 
-    monkeypatch.delenv("TDL_SCALE", raising=False)
-    monkeypatch.setenv("TDL_STATIC", "1")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     folder = mnist_like_folder(tmp_path / "mnist", n_train=256, n_test=40)  # >= the batch of 128
-    lab = ROOT / "labs" / "02_norms_margins_pacbayes.ipynb"
-    out = tmp_path / lab.name
-    pm.execute_notebook(str(lab), str(out), cwd=str(lab.parent), kernel_name="python3", progress_bar=False,
-                        parameters={"scale": "ci", "binary_task": "mnist", "mnist_folder": str(folder)})
-    nb = nbformat.read(out, as_version=4)
-    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    text = _run_lab_at_ci("02_norms_margins_pacbayes.ipynb", tmp_path, monkeypatch, binary_task="mnist",
+                          mnist_folder=str(folder))
     assert "m = 256 training images" in text, text[-3000:]
-    assert "scale=ci: the lab ran in" in text
 
 
 @pytest.mark.parametrize("path", sorted(ROOT.glob("labs/*.ipynb")), ids=lambda p: p.name)

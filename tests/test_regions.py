@@ -45,51 +45,6 @@ def _dense_count(model, a, b, n=200_001):
     return 1 + int(changes.sum()), t[1:][changes].ravel().numpy()
 
 
-def _zigzag_layer(n):
-    """n ReLUs on a scalar g in [0, 1] and weights c, offset beta such that f(g) = beta + sum_i
-    c_i relu(d_i (g - t_i)) zig-zags 0 -> 1 -> 0 ... across its n + 1 pieces, each onto [0, 1].
-
-    Slopes s_k = (-1)^k / w_k; kinks c_k = s_k - s_{k-1}; flipping neuron 3 (d_3 = -1) gives slope
-    s_0 = -c_3, which holds when 1/w_0 = 1/w_2 + 1/w_3: w_2 = w_3 = 2 w_0, other pieces w_0."""
-    assert n >= 3
-    w = np.ones(n + 1)
-    w[2] = w[3] = 2.0
-    w /= w.sum()
-    t = np.cumsum(w)[:-1]
-    s = np.array([(-1) ** k / w[k] for k in range(n + 1)])
-    c = s[1:] - s[:-1]
-    d = np.ones(n)
-    d[2] = -1.0
-    beta = -c[2] * t[2]                    # f(0) = 0: only the flipped neuron is on at g = 0
-    return t, d, c, beta
-
-
-def _zigzag_net(widths):
-    """1-input ReLU net whose every neuron crosses zero once on every region of the layer before:
-    prod(n_l + 1) regions on [0, 1] (needs n_l >= 3 except for the last layer)."""
-    layers, prev = [], None
-    for li, n in enumerate(widths):
-        last = li == len(widths) - 1
-        if last:
-            t, d = (np.arange(1, n + 1) - 0.5) / n, np.ones(n)
-        else:
-            t, d, c_next, beta_next = _zigzag_layer(n)
-        if prev is None:
-            W, b = d[:, None], -d * t
-        else:
-            c, beta = prev
-            W, b = d[:, None] * c[None, :], d * (beta - t)
-        lin = nn.Linear(W.shape[1], n, dtype=torch.float64)
-        with torch.no_grad():
-            lin.weight.copy_(torch.as_tensor(W))
-            lin.bias.copy_(torch.as_tensor(b))
-        layers += [lin, nn.ReLU()]
-        if not last:
-            prev = (c_next, beta_next)
-    layers.append(nn.Linear(widths[-1], 1, dtype=torch.float64))
-    return nn.Sequential(*layers)
-
-
 # ----------------------------------------------------------------------------- bounds
 
 def test_public_reference_values():
@@ -182,9 +137,9 @@ def test_count_1d_matches_dense_sampling(n0, widths, seed):
 
 def test_zigzag_net_attains_the_1d_maximum():
     for widths in [(4, 4, 4), (3, 5, 2), (3, 3, 3, 3)]:
-        res = regions.count_regions_1d(_zigzag_net(widths), [0.0], [1.0])
+        res = regions.count_regions_1d(regions.zigzag_mlp(widths), [0.0], [1.0])
         assert res.count == regions.max_regions_1d(widths) == regions.serra_upper_bound(1, widths)
-    assert regions.count_regions_1d(_zigzag_net((4, 4, 4)), [0.0], [1.0]).count == 125
+    assert regions.count_regions_1d(regions.zigzag_mlp((4, 4, 4)), [0.0], [1.0]).count == 125
 
 
 def test_regions_vs_linear_pieces():
@@ -337,7 +292,7 @@ def test_count_1d_arrays_equals_sequential_and_dense_sampling(n0, widths, seed):
 
 
 def test_count_1d_arrays_zigzag_attains_maximum():
-    W, b = _arrays(_zigzag_net((4, 4, 4)))
+    W, b = _arrays(regions.zigzag_mlp((4, 4, 4)))
     assert regions.count_regions_1d_arrays([w.tolist() for w in W], b, [0.0], [1.0]) == 125
 
 
@@ -371,7 +326,7 @@ def test_segments_equal_loop_of_count_1d(n0, widths, seed):
 
 def test_segments_zigzag_and_lines():
     # exact known counts: the zig-zag net on [0, 1] and on [0, 1/2]; n tangent lines crossed by rays
-    z = _zigzag_net((3, 3, 3))
+    z = regions.zigzag_mlp((3, 3, 3))
     res = regions.count_regions_segments(z, [[0.0], [0.0], [1.0]], [[1.0], [1e-9], [0.0]])
     assert res.counts[0] == res.counts[2] == 64 and res.counts[1] == 1
     # a long horizontal line through 5 tangents of the unit circle, none parallel to it, meets 6 regions
@@ -460,7 +415,7 @@ def test_zigzag_mlp_attains_the_1d_maximum_by_dense_sampling(widths):
     model = regions.zigzag_mlp(widths)
     dense, _ = _dense_count(model, [0.0], [1.0], 400_001)
     assert regions.count_regions_1d(model, [0.0], [1.0]).count == dense == regions.max_regions_1d(widths)
-    np.testing.assert_array_equal(model[0].weight.detach().numpy(), _zigzag_net(widths)[0].weight.detach().numpy())
+    np.testing.assert_array_equal(model[0].weight.detach().numpy(), regions.zigzag_mlp(widths)[0].weight.detach().numpy())
 
 
 def test_zigzag_mlp_bad_widths():
