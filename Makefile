@@ -20,7 +20,7 @@ VSTAMP := $(VENDOR)/.stamp
 SCALE ?= cpu
 PYTEST_ARGS ?=
 
-.PHONY: all book test test-fast lab bench vendor env browser clean distclean help
+.PHONY: all book test test-fast lab bench bench-nt-env vendor env browser clean distclean help
 
 help:
 	@echo "make book   build the web book (TDL_SCALE=$(SCALE)) and print the path of index.html"
@@ -105,7 +105,18 @@ ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: $(STAMP) $(VSTAMP)
 	$(VENV)/bin/jupyter lab --notebook-dir=$(CURDIR) --ServerApp.default_url=/lab/tree/labs $(ALLOW_ROOT)
 
-bench: $(STAMP)
+# neural-tangents (the baseline of benchmarks/ntk.py) needs an old JAX and TensorFlow: its own environment.
+NT_VENV := .venv-bench-nt
+bench-nt-env: $(NT_VENV)/.stamp
+
+$(NT_VENV)/.stamp: benchmarks/requirements-nt.txt
+	@test -x $(NT_VENV)/bin/python || $(PYTHON) -m venv $(NT_VENV)
+	$(NT_VENV)/bin/python -m pip install -q --upgrade "pip>=24"
+	$(NT_VENV)/bin/python -m pip install -q --no-deps -r benchmarks/requirements-nt.txt
+	$(NT_VENV)/bin/python -c "import neural_tangents, jax; print('neural-tangents', neural_tangents.__version__, 'jax', jax.__version__)"
+	@touch $@
+
+bench: $(STAMP) $(NT_VENV)/.stamp
 	$(PY) -m pip install -q --no-deps -r benchmarks/requirements-bench.txt
 	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
@@ -113,4 +124,4 @@ clean:
 	rm -rf _build assignments/release assignments/submitted assignments/autograded assignments/feedback assignments/gradebook.db
 
 distclean: clean
-	rm -rf $(VENV) $(VENDOR) js/node_modules
+	rm -rf $(VENV) $(NT_VENV) $(VENDOR) js/node_modules

@@ -47,11 +47,14 @@ def root() -> Path:
 
 def pytest_configure(config):
     # Under `pytest -n 2` each worker gets one core's worth of threads: two workers each spinning
-    # two OpenMP threads on two cores is slower than either alone.
+    # two OpenMP threads on two cores is slower than either alone. The environment variables carry
+    # the same to what a worker starts (the book build's kernels, nbgrader, papermill).
     if os.environ.get("PYTEST_XDIST_WORKER"):
         import torch
 
         torch.set_num_threads(1)
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, "1")
 
 
 def snapshot(model):

@@ -37,7 +37,8 @@ Modules, in reading order:
 - ``engines``: how K losses and gradients are computed (``FuncEngine``, ``BmmEngine``).
 - ``optim``: ``torch.optim``'s update rules on the flat parameters (``StackedOptimizer``).
 - ``ensemble``: ``fit_ensemble``: its device state, host records and loop.
-- ``sweep``: ``fit_sweep``.
+- ``sweep``: ``fit_sweep`` (locally, or each group as a task of a ``concurrent.futures.Executor``:
+  a process pool, or a Dask cluster through ``cluster_executor``, read from ``TDL_DASK_SCHEDULER``).
 """
 
 from .config import LOSSES, ON_DIVERGENCE, OPTIMIZERS, SCHEDULES, Resolved, TrainConfig, schedule_factors
@@ -45,8 +46,8 @@ from .engines import ENGINES
 from .ensemble import fit_ensemble
 from .history import DivergenceError, EnsembleResult, History, SweepResult
 from .single import evaluate, fit
-from .sweep import SWEEP_KEYS, fit_sweep
+from .sweep import SWEEP_KEYS, cluster_executor, fit_sweep
 
 __all__ = ["fit", "fit_ensemble", "fit_sweep", "evaluate", "schedule_factors", "TrainConfig", "Resolved", "History",
            "EnsembleResult", "SweepResult", "DivergenceError", "LOSSES", "OPTIMIZERS", "ON_DIVERGENCE",
-           "SCHEDULES", "ENGINES", "SWEEP_KEYS"]
+           "SCHEDULES", "ENGINES", "SWEEP_KEYS", "cluster_executor"]
