@@ -259,3 +259,161 @@ def test_monte_carlo_wide_tanh_net_follows_the_maps(sw, sb, c0):
         assert np.all(np.abs(mean - th) < 5 * se + 2.0 / N), (mean, th, se)
     # and the maps are not trivially satisfied: q and c really change over the layers
     assert abs(q_th[-1] - q_th[0]) > 0.1 and abs(c_th[-1] - c_th[0]) > 0.05
+
+
+# ---------------------------------------------------------------- the edge of chaos: closed forms and accuracy
+
+
+def test_critical_sigma_w2_closed_forms_at_zero_bias():
+    # q* = 0 up to the critical point, so chi_1 = s_w phi'(0)^2: erf pi/4, tanh 1 (Brent gave 0.7853981649)
+    assert abs(mf.critical_sigma_w2("erf", 0.0) - math.pi / 4) < 1e-15
+    assert mf.critical_sigma_w2("tanh", 0.0) == 1.0
+    assert mf.critical_sigma_w2("relu", 0.7) == 2.0 and mf.critical_sigma_w2("linear", 0.0) == 1.0
+    pd = mf.phase_diagram("erf", [0.5, 1.0], [0.0])
+    assert abs(pd.critical_sigma_w2[0] - math.pi / 4) < 1e-15
+
+
+@pytest.mark.parametrize("q", [1e-3, 0.03, 0.3, 0.57, 2.0])
+def test_critical_line_against_its_parametrization_by_qstar(q):
+    # on the critical line s_w = 1/E[phi'^2](q*) and s_b = q* - s_w E[phi^2](q*): pick q*, read off (s_w, s_b)
+    sw = math.pi * math.sqrt(1 + 4 * q) / 4  # erf (Williams 1997): E[phi'^2] = 4/(pi sqrt(1+4q))
+    sb = q - sw * (2 / math.pi) * math.asin(2 * q / (1 + 2 * q))
+    assert mf.critical_sigma_w2("erf", sb) == pytest.approx(sw, abs=2e-12)
+    assert mf.qstar("erf", sw, sb) == pytest.approx(q, rel=1e-6)
+    z, w = np.polynomial.hermite_e.hermegauss(200)  # tanh: E by 200-node Gauss-Hermite at small q (exact here)
+    w = w / w.sum()
+    if q <= 0.57:
+        e_d2 = float(w @ (1 / np.cosh(math.sqrt(q) * z) ** 4))
+        sw_t = 1 / e_d2
+        sb_t = q - sw_t * float(w @ np.tanh(math.sqrt(q) * z) ** 2)
+        assert mf.critical_sigma_w2("tanh", sb_t) == pytest.approx(sw_t, abs=2e-12)
+
+
+# ---------------------------------------------------------------- iterate_maps, simulate_signal, fit_decay_length
+
+
+def test_iterate_maps_first_layer_and_recursion():
+    sw, sb, q0, c0 = 1.7, 0.1, 0.8, 0.3
+    t = mf.iterate_maps("tanh", sw, sb, q0=q0, c0=c0, depth=6)
+    assert t.layers.tolist() == [1, 2, 3, 4, 5, 6]
+    assert t.q[0] == pytest.approx(sw * q0 + sb, rel=1e-15)
+    assert t.c[0] == pytest.approx((sw * q0 * c0 + sb) / (sw * q0 + sb), rel=1e-15)
+    for l in range(1, 6):
+        assert t.q[l] == pytest.approx(mf.qmap("tanh", t.q[l - 1], sw, sb), rel=1e-14)
+        assert t.c[l] == pytest.approx(mf.cmap("tanh", t.q[l - 1], t.c[l - 1], sw, sb), rel=1e-14)
+    # linear net without bias: q^l = s_w^l q0, c^l = c0; relu at s_b = 0: the closed-form c-map
+    lin = mf.iterate_maps("linear", 0.9, 0.0, q0=2.0, c0=-0.4, depth=5)
+    np.testing.assert_allclose(lin.q, 2.0 * 0.9 ** np.arange(1, 6), rtol=1e-14)
+    np.testing.assert_allclose(lin.c, -0.4, rtol=1e-14)
+    r = mf.iterate_maps("relu", 2.0, 0.0, q0=1.0, c0=0.0, depth=2)
+    assert r.c[1] == pytest.approx(1 / math.pi, rel=1e-14)
+
+
+@pytest.mark.parametrize("act,sw,sb", [("tanh", 1.2, 0.05), ("tanh", 4.0, 0.3), ("relu", 2.0, 0.1), ("erf", 3.0, 0.05)])
+def test_simulate_signal_matches_the_maps_within_monte_carlo_error(act, sw, sb):
+    N, L = 512, 8
+    sim = mf.simulate_signal(act, sw, sb, q0=0.7, c0=0.4, depth=L, width=N, seeds=range(12), pairs=4)
+    assert sim.q.shape == sim.c.shape == (12, L) and sim.width == N and sim.seeds == tuple(range(12))
+    np.testing.assert_allclose(sim.q_mean, sim.q.mean(0))
+    np.testing.assert_allclose(sim.c_se, sim.c.std(0, ddof=1) / math.sqrt(12))
+    # Monte Carlo error (4 s.e.) plus the O(1/N) finite-width bias
+    assert np.all(np.abs(sim.q_mean - sim.theory.q) < 4 * sim.q_se + 1.0 / N), sim.q_z
+    assert np.all(np.abs(sim.c_mean - sim.theory.c) < 4 * sim.c_se + 1.0 / N), sim.c_z
+    assert np.ptp(sim.theory.c) > 0.05  # the correlation really moves
+
+
+def test_simulate_signal_seeds_are_independent_of_the_batch():
+    kw = dict(q0=1.0, c0=0.5, depth=3, width=64)
+    ab = mf.simulate_signal("tanh", 2.0, 0.1, seeds=(3, 7), **kw)
+    ba = mf.simulate_signal("tanh", 2.0, 0.1, seeds=(7, 3, 11), **kw)
+    np.testing.assert_allclose(ab.c[0], ba.c[1], rtol=1e-12)
+    np.testing.assert_allclose(ab.q[1], ba.q[0], rtol=1e-12)
+    # the first layer is linear in x: its per-net q concentrates at s_w q0 + s_b with exact input lengths
+    lin = mf.simulate_signal("linear", 1.0, 0.0, q0=1.0, c0=0.5, depth=1, width=2000, seeds=(0, 1))
+    assert np.all(np.abs(lin.q[:, 0] - 1.0) < 5 * math.sqrt(2 / 2000))
+
+
+def _synthetic_decay(xi, S, L, noise, rng):
+    l = np.arange(1, L + 1)
+    return 0.3 * np.exp(-l / xi) * (1 + noise * rng.standard_normal((S, L))) + 2e-4 * rng.standard_normal((S, L))
+
+
+def test_fit_decay_length_recovers_a_known_length_with_honest_errors():
+    rng = np.random.default_rng(5)
+    z = []
+    for _ in range(200):
+        f = mf.fit_decay_length(_synthetic_decay(6.0, 16, 40, 0.3, rng), start=2)
+        assert f.converged and f.layers[0] == 2
+        z.append((f.xi - 6.0) / f.xi_se)
+    z = np.asarray(z)
+    # the jackknife standard error is honest: z-scores of the 200 fits have mean ~ 0 and sd ~ 1
+    assert abs(z.mean()) < 0.3 and 0.75 < z.std() < 1.3, (z.mean(), z.std())
+    # the window stops at the noise floor (2e-4 / sqrt(16) * 4 = 2e-4, reached near l = 6 ln(1500) = 44 > 40)
+    f = mf.fit_decay_length(_synthetic_decay(3.0, 16, 40, 0.0, rng))
+    assert f.layers[-1] < 22 and abs(f.xi - 3.0) < 4 * f.xi_se
+    assert np.all(np.abs(f.residuals) < 0.3)
+
+
+def test_fit_decay_length_on_a_simulated_ordered_net():
+    sw, sb = 1.2, 0.05
+    r = mf.depth_scales("tanh", sw, sb)
+    q0 = (r.qstar - sb) / sw  # q^1 = q*: only c moves
+    sim = mf.simulate_signal("tanh", sw, sb, q0=q0, c0=0.9, depth=25, width=256, seeds=range(16), pairs=4)
+    f = mf.fit_decay_length(sim.c - 1.0)
+    assert f.converged and abs(f.xi - r.xi_c) < 4 * f.xi_se + 0.05 * r.xi_c, (f.xi, f.xi_se, r.xi_c)
+
+
+def test_fit_decay_length_flags_what_it_cannot_fit():
+    rng = np.random.default_rng(0)
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        f = mf.fit_decay_length(1e-3 * rng.standard_normal((8, 20)))  # pure noise
+    assert not f.converged and math.isnan(f.xi)
+    with pytest.warns(RuntimeWarning, match="does not decay"):
+        f = mf.fit_decay_length(np.exp(0.1 * np.arange(20))[None, :] * (1 + 0.01 * rng.standard_normal((8, 20))))
+    assert not f.converged and f.slope > 0
+
+
+def test_signal_bad_input():
+    kw = dict(q0=1.0, c0=0.5, depth=3, width=16, seeds=(0, 1))
+    with pytest.raises(ValueError, match="width"):
+        mf.simulate_signal("tanh", 1.0, 0.1, **{**kw, "width": 0})
+    with pytest.raises(ValueError, match="depth"):
+        mf.simulate_signal("tanh", 1.0, 0.1, **{**kw, "depth": 0})
+    with pytest.raises(ValueError, match="sigma_w2"):
+        mf.simulate_signal("tanh", -1.0, 0.1, **kw)
+    with pytest.raises(ValueError, match="seeds"):
+        mf.simulate_signal("tanh", 1.0, 0.1, **{**kw, "seeds": (0,)})
+    with pytest.raises(ValueError, match="activation"):
+        mf.simulate_signal(ERF_CALLABLE, 1.0, 0.1, **kw)
+    with pytest.raises(ValueError, match="c0"):
+        mf.iterate_maps("tanh", 1.0, 0.1, q0=1.0, c0=1.5, depth=3)
+    with pytest.raises(ValueError, match="depth"):
+        mf.iterate_maps("tanh", 1.0, 0.1, q0=1.0, c0=0.5, depth=0)
+    with pytest.raises(ValueError, match="deviation"):
+        mf.fit_decay_length(np.ones(10))
+    with pytest.raises(ValueError, match="start"):
+        mf.fit_decay_length(np.ones((3, 10)), start=0)
+
+
+@pytest.mark.parametrize("sw,sb", [(1.2, 0.05), (4.0, 0.05)])
+def test_correlation_decay_measures_xi_c_in_both_phases(sw, sb):
+    cd = mf.correlation_decay("tanh", sw, sb, depth=25, width=256, seeds=range(16), pairs=8)
+    r = mf.depth_scales("tanh", sw, sb)
+    assert cd.scales == r and cd.deviation.shape == (16, 25) and cd.fit.converged
+    # the design: the first layer sits at q*, and the theory column is the iterated maps' deviation
+    t = [mf.iterate_maps("tanh", sw, sb, q0=(r.qstar - sb) / sw, c0=c, depth=25) for c in cd.c0]
+    np.testing.assert_allclose(t[0].q, r.qstar, rtol=1e-9)
+    want = 1 - t[0].c if r.cstar == 1.0 else 0.5 * (t[0].c - t[1].c)
+    np.testing.assert_allclose(cd.theory, want, rtol=1e-12)
+    if r.cstar < 1.0:
+        assert t[0].c[0] == pytest.approx(r.cstar + 0.5 * (1 - r.cstar), abs=1e-12)
+    # Monte Carlo: the fitted length agrees with xi_c within 4 s.e. plus 10% (the c-map's curvature)
+    assert abs(cd.fit.xi - r.xi_c) < 4 * cd.fit.xi_se + 0.1 * r.xi_c, (cd.fit.xi, cd.fit.xi_se, r.xi_c)
+    assert cd.ratio == pytest.approx(cd.fit.xi / r.xi_c)
+
+
+def test_correlation_decay_bad_input():
+    with pytest.raises(ValueError, match="offset"):
+        mf.correlation_decay("tanh", 1.2, 0.05, depth=5, width=16, seeds=(0, 1), offset=1.5)
+    with pytest.raises(ValueError, match="q\\* > 0"):
+        mf.correlation_decay("tanh", 0.8, 0.0, depth=5, width=16, seeds=(0, 1))

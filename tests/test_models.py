@@ -40,13 +40,47 @@ def test_gaussian_init_variances_match_sigma_w2_over_fan_in():
     assert b.var().item() == pytest.approx(0.3, rel=0.2)
 
 
-@pytest.mark.parametrize("shape", [(30, 50), (50, 30), (40, 40)])
-def test_orthogonal_init_is_scaled_orthogonal(shape):
+@pytest.mark.parametrize("shape, init", [((30, 50), "semi_orthogonal"), ((50, 30), "semi_orthogonal"),
+                                         ((40, 40), "semi_orthogonal"), ((40, 40), "orthogonal")])
+def test_orthogonal_init_is_scaled_orthogonal(shape, init):
     d_in, d_out = shape[1], shape[0]
-    net = models.mlp(d_in, [], d_out, sigma_w2=1.7, init="orthogonal", seed=3, dtype=torch.float64)
+    net = models.mlp(d_in, [], d_out, sigma_w2=1.7, init=init, seed=3, dtype=torch.float64)
     w = net[0].weight.detach()
     small = w @ w.T if d_out <= d_in else w.T @ w
     assert torch.allclose(small, 1.7 * torch.eye(min(shape), dtype=torch.float64), atol=1e-10)
+
+
+def test_orthogonal_init_of_a_non_square_layer_must_say_how():
+    # issue 14: a non-square layer with init="orthogonal" raises, naming init and the allowed choice
+    with pytest.raises(ValueError, match=r"init='orthogonal' needs square layers.*fan_out=10, fan_in=64.*"
+                                         r"init='semi_orthogonal'"):
+        models.mlp(64, [64, 64], 10, activation="tanh", sigma_w2=1.0, init="orthogonal", seed=0)
+    with pytest.raises(ValueError, match=r"init='orthogonal' needs square layers"):
+        models.cnn(1, 10, channels=(4,), image_size=8, hidden=8, sigma_w2=1.0, init="orthogonal")
+    with pytest.raises(ValueError, match=r"semi_orthogonal=False needs a square matrix.*rows=3, cols=5"):
+        models.orthogonal_matrix(3, 5)
+    sq = models.resmlp(6, 6, 3, 6, sigma_w2=1.0, init="orthogonal", seed=0, dtype=torch.float64)  # all square
+    for m in sq.modules():
+        if isinstance(m, nn.Linear):
+            assert torch.allclose(m.weight @ m.weight.T, torch.eye(6, dtype=torch.float64), atol=1e-12)
+
+
+def test_orthogonal_matrix_is_haar():
+    # Haar measure on O(n): E[tr Q] = 0, E[(tr Q)^2] = 1, E[Q_11^2] = 1/n (Diaconis & Shahshahani 1994);
+    # QR without the sign correction is not Haar (E[Q_11] != 0 there).
+    g = torch.Generator().manual_seed(0)
+    S, n = 4000, 4
+    qs = torch.stack([models.orthogonal_matrix(n, n, generator=g) for _ in range(S)])
+    assert torch.allclose(qs @ qs.transpose(1, 2), torch.eye(n, dtype=torch.float64).expand(S, n, n), atol=1e-12)
+    tr = qs.diagonal(dim1=1, dim2=2).sum(1).numpy()
+    q11 = qs[:, 0, 0].numpy()
+    assert abs(tr.mean()) < 4 * tr.std() / math.sqrt(S)
+    assert abs((tr**2).mean() - 1.0) < 4 * (tr**2).std() / math.sqrt(S)
+    assert abs(q11.mean()) < 4 * q11.std() / math.sqrt(S)
+    assert abs((q11**2).mean() - 1 / n) < 4 * (q11**2).std() / math.sqrt(S)
+    semi = models.orthogonal_matrix(3, 7, semi_orthogonal=True, generator=g)
+    assert semi.shape == (3, 7) and torch.allclose(semi @ semi.T, torch.eye(3, dtype=torch.float64), atol=1e-12)
+    assert models.orthogonal_matrix(7, 3, semi_orthogonal=True, dtype=torch.float32).dtype == torch.float32
 
 
 def test_seed_reproduces_without_touching_the_global_rng():
@@ -74,7 +108,7 @@ def test_dtype_and_device_arguments():
     (dict(d_in=0), r"d_in=0"),
     (dict(widths=[4, 0]), r"widths"),
     (dict(activation="swish"), r"activation='swish'.*'relu', 'tanh'"),
-    (dict(init="xavier"), r"init='xavier'.*'default', 'gaussian', 'orthogonal'"),
+    (dict(init="xavier"), r"init='xavier'.*'default', 'gaussian', 'orthogonal', 'semi_orthogonal'"),
     (dict(init="gaussian"), r"needs sigma_w2"),
     (dict(sigma_w2=-1.0), r"sigma_w2=-1 must lie in \[0, inf\)"),
     (dict(sigma_w2=1.0, sigma_b2=-0.1), r"sigma_b2=-0.1"),
@@ -118,3 +152,14 @@ def test_resmlp_forward_equals_the_residual_formula():
     assert models.num_params(models.resmlp(3, 5, 0, 2)) == 3 * 5 + 5 + 5 * 2 + 2
     with pytest.raises(ValueError, match="depth"):
         models.resmlp(3, 5, -1, 2)
+
+
+def test_resmlp_branch_scaling_one_over_sqrt_depth():
+    net = models.resmlp(3, 5, 16, 2, alpha="1/sqrt(depth)", sigma_w2=2.0, seed=0, dtype=torch.float64)
+    quarter = models.resmlp(3, 5, 16, 2, alpha=0.25, sigma_w2=2.0, seed=0, dtype=torch.float64)
+    assert [m.alpha for m in net if isinstance(m, models.Residual)] == [0.25] * 16
+    x = torch.randn(4, 3, dtype=torch.float64)
+    assert torch.equal(net(x), quarter(x))
+    assert models.resmlp(3, 5, 0, 2, alpha="1/sqrt(depth)")(x.float()).shape == (4, 2)  # depth 0: no block
+    with pytest.raises(ValueError, match=r"alpha='1/depth' must be a number or one of '1/sqrt\(depth\)'"):
+        models.resmlp(3, 5, 4, 2, alpha="1/depth")

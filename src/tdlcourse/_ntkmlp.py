@@ -24,7 +24,6 @@ or ``NTKMLP``'s callable, works unchanged).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Sequence, Union
 
@@ -58,6 +57,7 @@ class _Flatten:
 
 
 _Op = Union[_Affine, _Elementwise, _Flatten]
+Affine, Elementwise = _Affine, _Elementwise  # for ntk.NTKMLP, which describes itself
 
 
 class NotStructured(ValueError):
@@ -65,20 +65,7 @@ class NotStructured(ValueError):
 
 
 def plan(model: nn.Module) -> tuple[list[_Op] | None, str]:
-    """The model as a list of ops, or (None, why not): only plain fully connected nets qualify."""
-    from .ntk import NTKMLP  # ntk imports this module
-
-    if type(model) is NTKMLP:
-        if model.phi not in _ELEMENTWISE:
-            return None, "NTKMLP's activation is a custom callable (it may not be elementwise)"
-        ops: list[_Op] = []
-        for l, w in enumerate(model.weights):
-            if l > 0:
-                ops.append(_Elementwise(model.phi))
-            b = None if model.biases is None else model.biases[l]
-            ops.append(_Affine(w, b, math.sqrt(model.sigma_w2 / (1 if l == 0 else model.fan_in[l])),
-                               math.sqrt(model.sigma_b2), w.requires_grad, b is not None and b.requires_grad))
-        return ops, ""
+    """An ``nn.Sequential`` MLP as a list of ops, or (None, why not). (``ntk.NTKMLP`` builds its own.)"""
     try:
         parsed = layers.parse_mlp(model, dropout=True)
     except layers.UnsupportedLayer as e:
@@ -103,7 +90,7 @@ def plan(model: nn.Module) -> tuple[list[_Op] | None, str]:
     return ops, ""
 
 
-_ELEMENTWISE = {a.fn for a in layers.ACTIVATIONS.values()}
+ELEMENTWISE = frozenset(a.fn for a in layers.ACTIVATIONS.values())
 
 
 def _forward(ops: Sequence[_Op], x: torch.Tensor):

@@ -1,6 +1,6 @@
 r"""Mean-field signal propagation in deep random networks.
 
-For chapter 6 of the course plan, signal propagation at initialization (not built yet).
+For chapter 6, signal propagation at initialization (`labs/06_signal_propagation.ipynb`).
 
 A fully connected net :math:`h^{l+1} = W^{l+1}\phi(h^l) + b^{l+1}` with :math:`W_{ij} \sim
 N(0, s_w/N_l)` and :math:`b_i \sim N(0, s_b)` (``sigma_w2 = s_w``, ``sigma_b2 = s_b``) has, as the
@@ -44,6 +44,7 @@ from typing import Callable
 
 import numpy as np
 from scipy import optimize, special
+import torch
 
 from . import validate
 
@@ -473,7 +474,26 @@ def depth_scales(activation, sigma_w2, sigma_b2) -> DepthScales:
     return res
 
 
+def _critical_closed_form(act, sb):
+    """The edge of chaos in closed form where one exists, else None. relu: chi_1 = s_w/2 and linear:
+    chi_1 = s_w, whatever q*; tanh and erf without bias: q* = 0 up to the critical point (phi odd,
+    phi(0) = 0), so chi_1 = s_w phi'(0)^2 and s_w = 1/phi'(0)^2 (1 for tanh, pi/4 for erf)."""
+    if act is ACTIVATIONS["relu"]:
+        return 2.0
+    if act is ACTIVATIONS["linear"]:
+        return 1.0
+    if sb == 0.0 and act is ACTIVATIONS["tanh"]:
+        return 1.0
+    if sb == 0.0 and act is ACTIVATIONS["erf"]:
+        return math.pi / 4.0
+    return None
+
+
 def _solve_critical(act, sb, tol=1e-12):
+    closed = _critical_closed_form(act, sb)
+    if closed is not None:
+        return _Solved(closed, True)
+
     def f(sw):
         return _chi1(act, sw, _solve_q(act, sw, sb).value) - 1.0
 
@@ -487,8 +507,19 @@ def _solve_critical(act, sb, tol=1e-12):
 
 def critical_sigma_w2(activation, sigma_b2) -> float:
     r"""The edge of chaos: the :math:`s_w` at which :math:`\chi_1(s_w, s_b) = 1` (Poole et al.
-    2016; Schoenholz et al. 2017), by Brent's method on :math:`\chi_1 - 1` to 1e-12.
-    tanh at :math:`s_b = 0.05`: 1.760955 (with :math:`q^* = 0.570048`); relu: 2; linear: 1.
+    2016; Schoenholz et al. 2017).
+
+    Closed forms where they exist: relu 2 and linear 1 (for every :math:`s_b`: :math:`\chi_1` does
+    not depend on :math:`q^*`); tanh 1 and erf :math:`\pi/4` at :math:`s_b = 0`, where
+    :math:`q^* = 0` up to the critical point and :math:`\chi_1 = s_w \phi'(0)^2`. Otherwise
+    Brent's method on :math:`\chi_1(s_w) - 1` (with :math:`q^*(s_w)` solved inside). Its accuracy,
+    measured against the exact parametrization of the critical line by :math:`q^*`,
+    :math:`s_w = 1/E[\phi'(\sqrt{q}z)^2]`, :math:`s_b = q - s_w E[\phi(\sqrt{q}z)^2]`: about
+    1e-12 for tanh and erf with :math:`s_b` from 1e-12 to 1. At :math:`s_b = 0` (and for a user
+    activation with :math:`\phi(0) = 0` there) the root sits on the bifurcation :math:`q^* = 0`, where
+    the q-map's fixed point is a double root, and Brent's path is only good to about
+    :math:`\sqrt{\epsilon} \approx 1e-8` (erf gave 0.7853981649 against :math:`\pi/4`), hence the
+    closed forms. tanh at :math:`s_b = 0.05`: 1.760955 (with :math:`q^* = 0.570048`).
     """
     act = get_activation(activation)
     sb = float(_check_var("sigma_b2", sigma_b2))
@@ -542,3 +573,262 @@ def phase_diagram(activation, sigma_w2_grid, sigma_b2_grid) -> PhaseDiagram:
     if bad:
         warnings.warn(f"phase_diagram: {bad} grid points did not converge (see .converged)", RuntimeWarning, stacklevel=2)
     return PhaseDiagram(sw, sb, critical_sigma_w2=crit, converged=conv, **fields)
+
+
+# ---------------------------------------------------------------- experiment: wide random nets
+
+
+@dataclass(frozen=True)
+class MapTrajectory:
+    """Mean-field prediction :math:`q^l, c^l` at layers ``layers`` = 1..depth (numpy arrays)."""
+
+    layers: np.ndarray
+    q: np.ndarray
+    c: np.ndarray
+
+
+def iterate_maps(activation, sigma_w2, sigma_b2, *, q0: float, c0: float, depth: int) -> MapTrajectory:
+    r"""Iterate the q- and c-maps for two inputs with :math:`\|x_a\|^2/n_0 = q_0` and correlation
+    :math:`c_0` (Poole et al. 2016, eqs. 3 and 5). The first layer is linear in the input:
+    :math:`q^1 = s_w q_0 + s_b`, :math:`c^1 = (s_w q_0 c_0 + s_b)/q^1`; then
+    :math:`q^{l+1} = s_w E[\phi(\sqrt{q^l}z)^2] + s_b` and :math:`c^{l+1}` = ``cmap(q^l, c^l)``.
+    """
+    act = get_activation(activation)
+    sw, sb = float(_check_var("sigma_w2", sigma_w2)), float(_check_var("sigma_b2", sigma_b2))
+    q0 = validate.nonnegative("q0", q0)
+    c0 = validate.in_interval("c0", c0, -1.0, 1.0)
+    depth = validate.positive_int("depth", depth)
+    q, c = np.empty(depth), np.empty(depth)
+    q[0] = sw * q0 + sb
+    c[0] = (sw * q0 * c0 + sb) / q[0] if q[0] > 0 else 1.0
+    for l in range(1, depth):
+        q[l] = float(sw * _e_phi2(act, np.asarray(q[l - 1])) + sb)
+        c[l] = float(_cmap(act, np.asarray(q[l - 1]), np.asarray(c[l - 1]), sw, sb))
+    return MapTrajectory(np.arange(1, depth + 1), q, c)
+
+
+_TORCH_ACTS = {"tanh": torch.tanh, "relu": torch.relu, "erf": torch.special.erf, "linear": lambda x: x}
+
+
+@dataclass(frozen=True)
+class SignalSimulation:
+    """Measured squared length and correlation of two inputs at layers 1..depth of random nets.
+
+    ``q[s, l-1]`` is :math:`\\frac{1}{2N}\\sum_i (h_{i,a}^l)^2` averaged over the two inputs a, and
+    ``c[s, l-1]`` is :math:`\\sum_i h_{i,1}^l h_{i,2}^l / \\sqrt{\\sum_i (h_{i,1}^l)^2 \\sum_i (h_{i,2}^l)^2}`,
+    for the net drawn with ``seeds[s]``, both averaged over the ``pairs`` input pairs sent through
+    it. ``*_mean`` and ``*_se`` are the mean over seeds and its standard error (std with ddof=1 over
+    sqrt(S)); ``theory`` is :func:`iterate_maps` from the same inputs; ``q_z``, ``c_z`` are
+    (mean - theory)/se.
+    """
+
+    layers: np.ndarray
+    q: np.ndarray
+    c: np.ndarray
+    q_mean: np.ndarray
+    q_se: np.ndarray
+    c_mean: np.ndarray
+    c_se: np.ndarray
+    theory: MapTrajectory
+    width: int
+    seeds: tuple[int, ...]
+
+    @property
+    def q_z(self) -> np.ndarray:
+        return (self.q_mean - self.theory.q) / self.q_se
+
+    @property
+    def c_z(self) -> np.ndarray:
+        return (self.c_mean - self.theory.c) / self.c_se
+
+
+def simulate_signal(activation, sigma_w2, sigma_b2, *, q0: float, c0: float, depth: int, width: int,
+                    seeds, pairs: int = 1, dtype: torch.dtype = torch.float64, device=None) -> SignalSimulation:
+    r"""Propagate two inputs through random fully connected nets and measure :math:`q^l, c^l`.
+
+    Net s (``seeds[s]``, its own ``torch.Generator``) gets ``pairs`` pairs of inputs
+    :math:`x_1, x_2 \in R^N` with :math:`\|x_a\|^2/N = q_0` and exact correlation :math:`c_0`
+    (the 2 ``pairs`` directions orthonormal and random; more pairs average out part of the noise of
+    one net at little cost),
+    :math:`h^1 = W^1 x + b^1`, :math:`h^{l+1} = W^{l+1}\phi(h^l) + b^{l+1}`,
+    :math:`W_{ij} \sim N(0, s_w/N)`, :math:`b_i \sim N(0, s_b)`, all layers of width N. The S nets
+    run as one batched tensor ``[S, 2 pairs, N]`` per layer on ``device``; the Gaussian draws are
+    float32 (5x faster), the propagation runs in ``dtype``. As :math:`N \to \infty` the measured values
+    converge to :func:`iterate_maps` (Poole et al. 2016; Schoenholz et al. 2017); at finite N they
+    fluctuate by :math:`O(N^{-1/2})` (the standard errors) and are biased by :math:`O(1/N)`.
+    Activations: ``"tanh"``, ``"relu"``, ``"erf"``, ``"linear"``. At least two seeds (for the
+    standard error).
+    """
+    name = activation.name if isinstance(activation, Activation) else activation
+    if not isinstance(name, str) or name not in _TORCH_ACTS or get_activation(name) is not get_activation(activation):
+        raise ValueError(f"activation={activation!r} is not supported by simulate_signal; allowed: "
+                         f"{', '.join(map(repr, _TORCH_ACTS))}")
+    sw, sb = float(_check_var("sigma_w2", sigma_w2)), float(_check_var("sigma_b2", sigma_b2))
+    q0 = validate.positive("q0", q0)
+    c0 = validate.in_interval("c0", c0, -1.0, 1.0)
+    depth = validate.positive_int("depth", depth)
+    width = validate.integer("width", width, lo=2)
+    if isinstance(seeds, (int, np.integer)) or not hasattr(seeds, "__len__") or len(seeds) < 2:
+        raise ValueError(f"seeds must be a sequence of at least 2 integer seeds (for a standard error), got {seeds!r}")
+    seeds = tuple(validate.nonnegative_int(f"seeds[{i}]", s) for i, s in enumerate(seeds))
+    pairs = validate.positive_int("pairs", pairs)
+    if 2 * pairs > width:
+        raise ValueError(f"pairs={pairs} needs width >= 2 * pairs (orthogonal input directions), got width={width}")
+    phi, theory = _TORCH_ACTS[name], iterate_maps(name, sw, sb, q0=q0, c0=c0, depth=depth)
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    gens = [torch.Generator(device=dev).manual_seed(s) for s in seeds]
+    S, N, P = len(seeds), width, pairs
+    x = torch.empty(S, 2 * P, N, dtype=dtype, device=dev)
+    for k, g in enumerate(gens):
+        # 2P orthonormal directions (QR of a Gaussian matrix); pair p: x = sqrt(q0 N) (u, c0 u + sqrt(1-c0^2) v)
+        e = torch.linalg.qr(torch.randn(N, 2 * P, generator=g, dtype=torch.float64, device=dev))[0].T.to(dtype)
+        u, v = e[0::2], e[1::2]
+        x[k, 0::2] = math.sqrt(q0 * N) * u
+        x[k, 1::2] = math.sqrt(q0 * N) * (c0 * u + math.sqrt(1.0 - c0**2) * v)
+    q, c = np.empty((S, depth)), np.empty((S, depth))
+    h = x
+    for l in range(depth):
+        # float32 draws (5x faster than float64; their rounding is far below the Monte Carlo error)
+        W = torch.stack([torch.randn(N, N, generator=g, device=dev) for g in gens]).to(dtype)
+        b = torch.stack([torch.randn(N, generator=g, device=dev) for g in gens]).to(dtype)
+        inp = h if l == 0 else phi(h)
+        h = torch.bmm(inp, W.transpose(1, 2)) * math.sqrt(sw / N) + math.sqrt(sb) * b[:, None, :]
+        m11, m22 = (h[:, 0::2] ** 2).mean(-1), (h[:, 1::2] ** 2).mean(-1)  # [S, P]
+        m12 = (h[:, 0::2] * h[:, 1::2]).mean(-1)
+        q[:, l] = (0.5 * (m11 + m22)).mean(-1).cpu().numpy()
+        c[:, l] = (m12 / torch.sqrt(m11 * m22)).mean(-1).cpu().numpy()
+    se = lambda a: a.std(0, ddof=1) / math.sqrt(S)  # noqa: E731
+    return SignalSimulation(theory.layers, q, c, q.mean(0), se(q), c.mean(0), se(c), theory, N, seeds)
+
+
+@dataclass(frozen=True)
+class DecayFit:
+    """Fit of :math:`|\\bar d_l| \\approx A e^{-l/\\xi}` (see :func:`fit_decay_length`).
+
+    ``xi`` and its jackknife standard error ``xi_se``; ``slope`` (= -1/xi) and ``intercept`` (= ln A)
+    of the line through :math:`\\ln|\\bar d_l|` at ``layers``; ``residuals`` of that line (in ln
+    units); ``converged`` is False (with ``note``) when fewer than 3 layers qualify or the deviation
+    does not decay."""
+
+    xi: float
+    xi_se: float
+    slope: float
+    slope_se: float
+    intercept: float
+    layers: np.ndarray
+    residuals: np.ndarray
+    converged: bool
+    note: str = ""
+
+
+def _line(l, d):
+    return np.polyfit(l, np.log(np.abs(d)), 1)
+
+
+def fit_decay_length(deviation, *, start: int = 1, min_snr: float = 4.0) -> DecayFit:
+    r"""Decay length of a per-seed deviation ``deviation[s, l-1]`` (layer l = 1..L), e.g.
+    :math:`c^l - c^*` from :func:`simulate_signal`, which Schoenholz et al. (2017, eq. 8) predict to
+    decay like :math:`e^{-l/\xi_c}` once the c-map is linear around :math:`c^*`.
+
+    The seed mean :math:`\bar d_l` is used from layer ``start`` for as long as it keeps its sign and
+    stays above ``min_snr`` standard errors (the Monte Carlo noise floor); a least-squares line through
+    :math:`\ln|\bar d_l|` gives slope :math:`-1/\xi`. The standard error is the jackknife over seeds
+    (the same window, each seed left out once) of the slope, carried to :math:`\xi` by the delta
+    method (:math:`\mathrm{se}_\xi = \xi^2 \mathrm{se}_{slope}`).
+    """
+    d = np.asarray(deviation, dtype=float)
+    if d.ndim != 2 or d.shape[0] < 2 or d.shape[1] < 3:
+        raise ValueError(f"deviation must be a [seeds, layers] array with >= 2 seeds and >= 3 layers, "
+                         f"got shape {d.shape}")
+    if not np.all(np.isfinite(d)):
+        raise ValueError("deviation must be finite")
+    S, L = d.shape
+    start = validate.integer("start", start, lo=1, hi=L)
+    min_snr = validate.nonnegative("min_snr", min_snr)
+    mean, se = d.mean(0), d.std(0, ddof=1) / math.sqrt(S)
+    sign = np.sign(mean[start - 1])
+    stop = start - 1
+    while stop < L and sign != 0 and np.sign(mean[stop]) == sign and abs(mean[stop]) > min_snr * se[stop]:
+        stop += 1
+    layers = np.arange(start, stop + 1)
+    nan = float("nan")
+    if layers.size < 3:
+        note = f"only {layers.size} layers from start={start} lie above {min_snr} standard errors"
+        warnings.warn(f"fit_decay_length did not converge: {note}", RuntimeWarning, stacklevel=2)
+        return DecayFit(nan, nan, nan, nan, nan, layers, np.empty(0), False, note)
+    slope, icpt = _line(layers, mean[layers - 1])
+    resid = np.log(np.abs(mean[layers - 1])) - (slope * layers + icpt)
+    jack = []
+    for s in range(S):
+        m = np.delete(d, s, axis=0).mean(0)[layers - 1]
+        if np.any(np.sign(m) != sign):
+            jack.append(nan)
+        else:
+            jack.append(_line(layers, m)[0])
+    jack = np.asarray(jack)
+    slope_se = math.sqrt((S - 1) / S * np.sum((jack - jack.mean()) ** 2)) if np.all(np.isfinite(jack)) else nan
+    if not slope < 0:
+        note = f"the deviation does not decay (slope {slope:.3g})"
+        warnings.warn(f"fit_decay_length did not converge: {note}", RuntimeWarning, stacklevel=2)
+        return DecayFit(nan, nan, float(slope), slope_se, float(icpt), layers, resid, False, note)
+    xi = -1.0 / slope
+    ok = math.isfinite(slope_se)
+    note = "" if ok else "a leave-one-out mean changes sign inside the window: no standard error"
+    return DecayFit(float(xi), float(xi**2 * slope_se), float(slope), slope_se, float(icpt), layers, resid, ok, note)
+
+
+@dataclass(frozen=True)
+class CorrelationDecay:
+    """A measured depth scale (see :func:`correlation_decay`): ``deviation[s, l-1]`` per seed and
+    ``theory[l-1]`` (the iterated maps from the same inputs) at ``layers``; ``fit`` is
+    :func:`fit_decay_length` on ``deviation``; ``scales`` holds :math:`\\xi_c` and the fixed points."""
+
+    scales: DepthScales
+    layers: np.ndarray
+    deviation: np.ndarray
+    theory: np.ndarray
+    fit: DecayFit
+    c0: tuple[float, ...]
+
+    @property
+    def ratio(self) -> float:
+        """Fitted decay length over :math:`\\xi_c`."""
+        return self.fit.xi / self.scales.xi_c
+
+
+def correlation_decay(activation, sigma_w2, sigma_b2, *, depth: int, width: int, seeds, pairs: int = 8,
+                      offset: float = 0.5, min_snr: float = 4.0, dtype: torch.dtype = torch.float64,
+                      device=None) -> CorrelationDecay:
+    r"""Measure the correlation depth scale of random nets and compare it with
+    :math:`\xi_c = -1/\ln\chi_c(c^*)` (Schoenholz et al. 2017, eq. 8: :math:`|c^l - c^*| \propto e^{-l/\xi_c}`).
+
+    The inputs have :math:`q_0 = (q^* - s_b)/s_w`, so the first layer already sits at :math:`q^*` and
+    only the correlation moves. Ordered phase (:math:`c^* = 1`): inputs with :math:`c_0 = 1 - \delta`
+    (:math:`\delta` = ``offset``/5) and deviation :math:`1 - c^l`, whose noise is proportional to
+    itself. Chaotic phase: two simulations with the same seeds (the same weights), started at
+    :math:`c^1 = c^* \pm \delta`, :math:`\delta` = ``offset`` :math:`\min(1 - c^*, 1 + c^*)`, and deviation
+    :math:`(c^l_+ - c^l_-)/2`: it decays at the same rate, the c-map's quadratic term cancels in
+    it, and so does the :math:`O(1/N)` shift of a finite net's fixed point. Then
+    :func:`fit_decay_length` (from layer 1, while above ``min_snr`` standard errors).
+    """
+    offset = validate.in_interval("offset", offset, 0.0, 1.0, closed="neither")
+    act = get_activation(activation)
+    sw, sb = float(_check_var("sigma_w2", sigma_w2)), float(_check_var("sigma_b2", sigma_b2))
+    scales = depth_scales(act, sw, sb)
+    if not (scales.converged and math.isfinite(scales.qstar) and scales.qstar > 0 and sw > 0):
+        raise ValueError(f"sigma_w2={sw}, sigma_b2={sb}: correlation_decay needs a finite q* > 0 "
+                         f"(got q* = {scales.qstar}); use sigma_b2 > 0 and a convergent q-map")
+    q0 = (scales.qstar - sb) / sw
+    kw = dict(q0=q0, depth=depth, width=width, seeds=seeds, pairs=pairs, dtype=dtype, device=device)
+    if scales.cstar == 1.0:
+        c0 = (1.0 - offset / 5.0,)
+        sim = simulate_signal(activation, sw, sb, c0=c0[0], **kw)
+        dev, theory = 1.0 - sim.c, 1.0 - sim.theory.c
+    else:
+        d = offset * min(1.0 - scales.cstar, 1.0 + scales.cstar)
+        # c^1 = (s_w q0 c0 + s_b)/q* = c* +- d
+        c0 = tuple(float(np.clip(((scales.cstar + s * d) * scales.qstar - sb) / (sw * q0), -1.0, 1.0)) for s in (1, -1))
+        hi, lo = (simulate_signal(activation, sw, sb, c0=c, **kw) for c in c0)
+        sim, dev, theory = hi, 0.5 * (hi.c - lo.c), 0.5 * (hi.theory.c - lo.theory.c)
+    fit = fit_decay_length(dev, min_snr=min_snr)
+    return CorrelationDecay(scales, sim.layers, dev, theory, fit, c0)

@@ -4,7 +4,11 @@ With ``sigma_w2`` given, weights are drawn as W_ij ~ N(0, sigma_w2 / fan_in) and
 b_i ~ N(0, sigma_b2), the mean-field convention of Poole et al. 2016 (the planned chapter 6 on signal propagation); fan_in is the
 number of inputs of a unit (in_features, or in_channels * kernel area for a convolution).
 ``init="orthogonal"`` draws each weight matrix (a convolution's reshaped to out x fan_in) as
-sqrt(sigma_w2) times a Haar (semi-)orthogonal matrix (Saxe et al. 2014; Pennington et al. 2017).
+sqrt(sigma_w2) times a Haar orthogonal matrix (Saxe et al. 2014; Pennington et al. 2017); it needs
+square layers and raises a ``ValueError`` naming ``init`` for any other. ``init="semi_orthogonal"``
+says how to treat the others: orthonormal rows (fan_out < fan_in) or columns (fan_out > fan_in),
+i.e. the first min(fan_out, fan_in) rows or columns of a Haar orthogonal matrix, and is the same as
+``"orthogonal"`` on square layers.
 Without ``sigma_w2`` PyTorch's default initialization is kept. ``seed`` makes a draw reproducible
 without touching the global random state.
 """
@@ -18,9 +22,10 @@ import torch
 from torch import nn
 
 from .layers import activation as _activation
-from .validate import int_sequence, nonnegative, nonnegative_int, number, one_of, positive_int
+from .validate import boolean, int_sequence, nonnegative, nonnegative_int, number, one_of, positive_int
 
-INITS = ("default", "gaussian", "orthogonal")
+INITS = ("default", "gaussian", "orthogonal", "semi_orthogonal")
+BRANCH_SCALINGS = ("1/sqrt(depth)",)
 
 
 def _check_init(activation: str, sigma_w2: float | None, sigma_b2: float,
@@ -63,7 +68,8 @@ def mlp(d_in: int, widths: tuple[int, ...] | list[int], d_out: int, *, activatio
     h^0 = x, h^l = phi(W^l h^{l-1} + b^l) for l = 1..L-1, f(x) = W^L h^{L-1} + b^L.
     ``activation`` is a name of ``tdlcourse.layers.ACTIVATIONS`` with a torch module ("relu", "tanh",
     "sigmoid", "gelu", "leaky_relu", "silu", "linear").
-    ``init`` is ``"default"`` (PyTorch's), ``"gaussian"`` or ``"orthogonal"``; it defaults to
+    ``init`` is ``"default"`` (PyTorch's), ``"gaussian"``, ``"orthogonal"`` (square layers only) or
+    ``"semi_orthogonal"`` (any shape; see the module docstring); it defaults to
     ``"gaussian"`` when ``sigma_w2`` is given and ``"default"`` otherwise. ``seed`` makes the draw
     reproducible without touching the global RNG. ``flatten`` prepends ``nn.Flatten`` (image inputs).
     """
@@ -131,15 +137,23 @@ class Residual(nn.Module):
 
 
 def resmlp(d_in: int, width: int, depth: int, d_out: int, *, activation: str = "relu", bias: bool = True,
-           alpha: float = 1.0, skip: bool = True, sigma_w2: float | None = None, sigma_b2: float = 0.0,
+           alpha: float | str = 1.0, skip: bool = True, sigma_w2: float | None = None, sigma_b2: float = 0.0,
            init: str | None = None, seed: int | None = None, dtype: torch.dtype = torch.float32,
            device: torch.device | str | None = None) -> nn.Sequential:
     """Residual MLP: h^0 = W^in x, then ``depth`` blocks h^l = h^{l-1} + alpha W^l phi(h^{l-1}) (pre-activation,
     He et al. 2016), and a linear read-out. ``skip=False`` drops the identity path (h^l = alpha W^l phi(h^{l-1})),
     the plain network of the same parameter count used to compare loss landscapes (Li et al. 2018).
+    ``alpha="1/sqrt(depth)"`` scales every branch by 1/sqrt(L), L = ``depth`` (1 for depth 0): the
+    log-norm of h^L then has variance bounded in depth at He init, where alpha = 1 lets it grow like
+    L (Hanin & Rolnick 2018, "How to start training", Thm 5; Hayou et al. 2021, "Stable ResNet").
     """
     d_in, width, d_out = positive_int("d_in", d_in), positive_int("width", width), positive_int("d_out", d_out)
-    depth, alpha = nonnegative_int("depth", depth), number("alpha", alpha)
+    depth = nonnegative_int("depth", depth)
+    if isinstance(alpha, str):
+        if alpha not in BRANCH_SCALINGS:
+            raise ValueError(f"alpha={alpha!r} must be a number or one of {', '.join(map(repr, BRANCH_SCALINGS))}")
+        alpha = 1.0 / math.sqrt(max(depth, 1))
+    alpha = number("alpha", alpha)
     act, init = _check_init(activation, sigma_w2, sigma_b2, init)
 
     def make() -> list[nn.Module]:
@@ -168,6 +182,25 @@ class _Scaled(nn.Module):
         return f"alpha={self.alpha}"
 
 
+def orthogonal_matrix(rows: int, cols: int, *, semi_orthogonal: bool = False,
+                      generator: torch.Generator | None = None, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    r"""A Haar-distributed orthogonal ``rows`` x ``cols`` matrix Q (:math:`Q^TQ = QQ^T = I`), from the QR
+    decomposition of a Gaussian matrix with the signs of R's diagonal moved into Q (Mezzadri 2007,
+    "How to generate random matrices from the classical compact groups"; the init of Saxe et al.
+    2014 and Pennington et al. 2017). A non-square shape needs ``semi_orthogonal=True``: then Q has
+    orthonormal rows (rows < cols, :math:`QQ^T = I`) or columns (rows > cols, :math:`Q^TQ = I`),
+    the leading rows or columns of a Haar orthogonal matrix.
+    """
+    rows, cols = positive_int("rows", rows), positive_int("cols", cols)
+    if rows != cols and not boolean("semi_orthogonal", semi_orthogonal):
+        raise ValueError(f"semi_orthogonal=False needs a square matrix, got rows={rows}, cols={cols}; "
+                         "pass semi_orthogonal=True for orthonormal rows (rows < cols) or columns (rows > cols)")
+    a = torch.randn(max(rows, cols), min(rows, cols), generator=generator, dtype=torch.float64)
+    q, r = torch.linalg.qr(a)
+    q = q * torch.sign(torch.diagonal(r))
+    return (q if rows >= cols else q.T).to(dtype)
+
+
 @torch.no_grad()
 def _init_layer(layer: nn.Linear | nn.Conv2d, init: str, sigma_w2: float, sigma_b2: float,
                 g: torch.Generator | None) -> None:
@@ -176,11 +209,11 @@ def _init_layer(layer: nn.Linear | nn.Conv2d, init: str, sigma_w2: float, sigma_
     if init == "gaussian":
         w = torch.randn(fan_out, fan_in, generator=g, dtype=torch.float64) * math.sqrt(sigma_w2 / fan_in)
     else:
-        # QR of a Gaussian matrix, sign-corrected, is Haar-distributed (Mezzadri 2007).
-        a = torch.randn(max(fan_out, fan_in), min(fan_out, fan_in), generator=g, dtype=torch.float64)
-        q, r = torch.linalg.qr(a)
-        q = q * torch.sign(torch.diagonal(r))
-        w = (q if fan_out >= fan_in else q.T) * math.sqrt(sigma_w2)
+        if init == "orthogonal" and fan_out != fan_in:
+            raise ValueError(f"init='orthogonal' needs square layers, got a {type(layer).__name__} with fan_out="
+                             f"{fan_out}, fan_in={fan_in}; use init='semi_orthogonal' for orthonormal rows "
+                             "(fan_out < fan_in) or columns (fan_out > fan_in)")
+        w = orthogonal_matrix(fan_out, fan_in, semi_orthogonal=True, generator=g) * math.sqrt(sigma_w2)
     layer.weight.copy_(w.reshape(layer.weight.shape).to(layer.weight.dtype))
     if layer.bias is not None:
         b = torch.randn(fan_out, generator=g, dtype=torch.float64) * math.sqrt(sigma_b2)

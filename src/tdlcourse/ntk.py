@@ -76,7 +76,7 @@ def empirical_ntk(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = 
     one_of("reduce", reduce, _REDUCE)
     one_of("method", method, _METHODS)
     if method != "jacobian":
-        ops, why = _ntkmlp.plan(model)
+        ops, why = model._structured_ops() if type(model) is NTKMLP else _ntkmlp.plan(model)
         if ops is None and method == "structured":
             raise ValueError(f"method='structured' needs a plain fully connected net: {why}; use method='jacobian' or 'auto'")
         if ops is not None:
@@ -251,6 +251,19 @@ class NTKMLP(nn.Module):
         self.weights = nn.ParameterList(nn.Parameter(torch.randn(o, i, **kw)) for i, o in zip(sizes[:-1], sizes[1:]))
         self.biases = nn.ParameterList(nn.Parameter(torch.randn(o, **kw)) for o in sizes[1:]) if self.sigma_b2 > 0 else None
         self.fan_in = sizes[:-1]
+
+    def _structured_ops(self):
+        """This net as the ops of ``_ntkmlp`` (for ``empirical_ntk``'s structured path), or (None, why)."""
+        if self.phi not in _ntkmlp.ELEMENTWISE:
+            return None, "NTKMLP's activation is a custom callable (it may not be elementwise)"
+        ops = []
+        for l, w in enumerate(self.weights):
+            if l > 0:
+                ops.append(_ntkmlp.Elementwise(self.phi))
+            b = None if self.biases is None else self.biases[l]
+            ops.append(_ntkmlp.Affine(w, b, math.sqrt(self.sigma_w2 / (1 if l == 0 else self.fan_in[l])),
+                                      math.sqrt(self.sigma_b2), w.requires_grad, b is not None and b.requires_grad))
+        return ops, ""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x
