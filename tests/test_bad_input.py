@@ -257,6 +257,7 @@ CASES: dict[str, Bad] = {
     "layers.activation": Bad(lambda: _layers().activation("bogus"), "activation", "'bogus'"),
     "layers.parse_mlp": Bad(lambda: _layers().parse_mlp(nn.Linear(2, 2)), "model", "Linear"),
     # ---- meanfield
+    "meanfield.xi_c": Bad(lambda: meanfield.xi_c("tanh", -1.0, 0.0), "sigma_w2", "-1"),
     "meanfield.iterate_maps": Bad(lambda: meanfield.iterate_maps("tanh", 1.0, 0.1, q0=1.0, c0=0.5, depth=0),
                                   "depth", "0"),
     "meanfield.simulate_signal": Bad(lambda: meanfield.simulate_signal("tanh", 1.0, 0.1, q0=1.0, c0=0.5, depth=3,

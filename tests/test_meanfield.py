@@ -417,3 +417,12 @@ def test_correlation_decay_bad_input():
         mf.correlation_decay("tanh", 1.2, 0.05, depth=5, width=16, seeds=(0, 1), offset=1.5)
     with pytest.raises(ValueError, match="q\\* > 0"):
         mf.correlation_decay("tanh", 0.8, 0.0, depth=5, width=16, seeds=(0, 1))
+
+
+def test_xi_c_alone_matches_closed_forms():
+    # ordered tanh: -1/ln chi_1 (syllabus: 15.7909); ReLU without bias, s_w < 2: chi_1 = s_w / 2
+    assert mf.xi_c("tanh", 1.5, 0.05) == pytest.approx(15.7909, abs=1e-4)  # 15.790994: the syllabus truncates
+    assert mf.xi_c("tanh", 1.5, 0.05) == pytest.approx(-1 / math.log(mf.chi1("tanh", 1.5, 0.05)), rel=1e-12)
+    for sw in (0.5, 1.0, 1.9):
+        assert mf.xi_c("relu", sw, 0.0) == pytest.approx(-1 / math.log(sw / 2), rel=1e-9)
+    assert mf.xi_c("tanh", 3.0, 0.05) == mf.depth_scales("tanh", 3.0, 0.05).xi_c

@@ -336,3 +336,11 @@ def test_new_functions_bad_input():
         sp.train_circle(np.full(8, np.nan), [1], width=4, eta=1.0, steps=1)
     with pytest.raises(ValueError, match="bias"):
         sp.grid_eigenvalues(8, bias="yes")
+
+
+def test_circle_spectrum_value_is_its_eigenvalues():
+    import tdlcheck
+
+    r = sp.ntk_eigenvalues_circle(6, depth=1, bias=True)
+    assert r.value is r.mu
+    assert np.array_equal(tdlcheck._plain(r), r.mu)

@@ -4,9 +4,9 @@ One module per idea, named for it; nothing is imported here, so import the modul
 ``from tdlcourse import capacity; capacity.vc_gap(100, 1797, 0.05)``. Each module's docstring
 states its conventions and the papers it follows.
 
-Module -> chapter -> lab -> tests. Parts I and II, chapters 1-5, are built (chapter 1: page
+Module -> chapter -> lab -> tests. Parts I to III, chapters 1-9, are built (chapter 1: page
 ``book/01_generalization_puzzle.md``, lab ``labs/01_generalization_puzzle.ipynb``, assignment
-``assignments/source/hw01/``; chapters 2-5 likewise); the modules of the planned chapters 6-12
+``assignments/source/hw01/``; chapters 2-9 likewise); the modules of the planned chapters 10-12
 are written and tested ahead of their pages and labs.
 
 ==================  =====================================================  ========================
@@ -20,10 +20,10 @@ module              chapter (lab)                                          tests
 ``simplicity``      3 simplicity bias (lab 03)                             ``test_simplicity.py``
 ``approximation``   4 approximation and depth (lab 04)                     ``test_approximation.py``
 ``regions``         4 depth separation; 5 linear regions (lab 05)          ``test_regions.py``
-``meanfield``       6 signal propagation at initialization (planned)       ``test_meanfield.py``
-``randmat``         7 gradients, dynamical isometry (planned)              ``test_randmat.py``
-``ntk``             8 infinite width: NNGP and NTK (planned)               ``test_ntk.py``
-``spectral``        9 spectral bias (planned)                              ``test_spectral.py``
+``meanfield``       6 signal propagation at initialization (lab 06)        ``test_meanfield.py``
+``randmat``         7 gradients, dynamical isometry (lab 07)               ``test_randmat.py``
+``ntk``             8 infinite width: NNGP and NTK (lab 08)                ``test_ntk.py`` ...
+``spectral``        9 spectral bias (lab 09)                               ``test_spectral.py``
 ``curvature``       10 loss landscapes and optimization (planned)          ``test_curvature.py``
 ``landscape``       10 loss landscapes and optimization (planned)          ``test_landscape.py``
 ``parity``          11 failures of gradient-based learning (planned)       ``test_parity.py``
@@ -41,7 +41,8 @@ module              chapter (lab)                                          tests
 ==================  =====================================================  ========================
 
 Private helpers: ``_functional`` (conventions shared by ``curvature`` and ``landscape``),
-``_mlpstack`` (the batched backward pass of ``fit_ensemble``), ``_atomic`` (atomic file writes).
+``_mlpstack`` (the batched backward pass of ``fit_ensemble``), ``_ntkmlp`` (the empirical NTK of an
+MLP layer by layer), ``_atomic`` (atomic file writes).
 Every public function's bad-input message is tested in ``test_bad_input.py``; no module imports
 another in a cycle (``test_imports.py``). ``CONTRIBUTING.md`` has the same map, what a finished
 chapter is, and how to run one lab, test file or benchmark.

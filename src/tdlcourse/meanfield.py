@@ -474,6 +474,13 @@ def depth_scales(activation, sigma_w2, sigma_b2) -> DepthScales:
     return res
 
 
+def xi_c(activation, sigma_w2, sigma_b2) -> float:
+    r"""The correlation depth scale :math:`\xi_c = -1/\ln \chi_c(c^*)` alone (Schoenholz et al. 2017):
+    ``depth_scales(...).xi_c``, ``inf`` at the edge of chaos. A float, for code (and graded answers)
+    that need only this number; :func:`depth_scales` also gives :math:`\xi_q`, q*, c* and chi_1."""
+    return depth_scales(activation, sigma_w2, sigma_b2).xi_c
+
+
 def _critical_closed_form(act, sb):
     """The edge of chaos in closed form where one exists, else None. relu: chi_1 = s_w/2 and linear:
     chi_1 = s_w, whatever q*; tanh and erf without bias: q* = 0 up to the critical point (phi odd,

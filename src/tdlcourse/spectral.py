@@ -177,6 +177,11 @@ class CircleSpectrum:
     abs_error: np.ndarray
     converged: bool
 
+    @property
+    def value(self) -> np.ndarray:
+        """The eigenvalues ``mu`` (what ``tdlcheck`` compares, as for the other result objects)."""
+        return self.mu
+
 
 def _bias_var(bias, sigma_b2):
     if validate.boolean("bias", bias):
