@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 import tdlcourse
-from tdlcourse import (approximation, capacity, checkpoint, curvature, data, device, implicit, infotheory, landscape,
+from tdlcourse import (approximation, capacity, checkpoint, curvature, data, deeplinear, device, implicit, infotheory, landscape,
                        meanfield, models, ntk, pacbayes, parity, plots, randmat, randomfeatures, randomization, regions,
                        simplicity, spectral, train, validate, widgets)
 
@@ -179,6 +179,12 @@ CASES: dict[str, Bad] = {
     "checkpoint.atomic_write_bytes": Bad(lambda: checkpoint.atomic_write_bytes(_TMP / "bad.bin", "text"),
                                          "payload", "str", TypeError),
     "checkpoint.save": Bad(lambda: checkpoint.save(_TMP / "bad.pt", 3), "model", "int", TypeError),
+    # ---- deeplinear
+    "deeplinear.saxe_time": Bad(lambda: deeplinear.saxe_time(3.0, 0.01, 3.5), "uf", "3.5"),
+    "deeplinear.saxe_trajectory": Bad(lambda: deeplinear.saxe_trajectory(-1.0, 0.01, [0.0]), "s", "-1"),
+    "deeplinear.train_deep_linear": Bad(lambda: deeplinear.train_deep_linear(np.eye(2), (3,), lr=0.0), "lr", "0"),
+    "deeplinear.learning_times": Bad(lambda: deeplinear.learning_times(
+        deeplinear.train_deep_linear(np.eye(2), (3,), steps=1), lo=1.5), "lo", "1.5"),
     # ---- curvature
     "curvature.HessianOperator": Bad(lambda: curvature.HessianOperator(_mlp(), _mse, _batch(), method="bogus"),
                                      "method", "'bogus'"),
@@ -445,6 +451,8 @@ EXEMPT: dict[str, str] = {
     "checkpoint.Checkpoint": _RECORD,
     "checkpoint.load": "reads a file: a missing or foreign file raises FileNotFoundError / ValueError naming the path",
     "curvature.GradientGraph": _RECORD,
+    "deeplinear.DeepLinearRun": _RECORD,
+    "deeplinear.LearningTimes": _RECORD,
     "curvature.EigResult": _RECORD,
     "curvature.TraceResult": _RECORD,
     "curvature.DensityResult": _RECORD,

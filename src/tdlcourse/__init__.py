@@ -24,6 +24,7 @@ module              chapter (lab)                                          tests
 ``randmat``         7 gradients, dynamical isometry (lab 07)               ``test_randmat.py``
 ``ntk``             8 infinite width: NNGP and NTK (lab 08)                ``test_ntk.py`` ...
 ``spectral``        9 spectral bias (lab 09)                               ``test_spectral.py``
+``deeplinear``      10 deep linear nets, Saxe dynamics (planned)           ``test_deeplinear.py``
 ``curvature``       10 loss landscapes and optimization (planned)          ``test_curvature.py``
 ``landscape``       10 loss landscapes and optimization (planned)          ``test_landscape.py``
 ``parity``          11 failures of gradient-based learning (planned)       ``test_parity.py``
