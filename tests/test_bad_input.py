@@ -186,6 +186,7 @@ CASES: dict[str, Bad] = {
     "deeplinear.learning_times": Bad(lambda: deeplinear.learning_times(
         deeplinear.train_deep_linear(np.eye(2), (3,), steps=1), lo=1.5), "lo", "1.5"),
     # ---- curvature
+    "curvature.hutchinson_variance": Bad(lambda: curvature.hutchinson_variance(np.eye(2), "sobol"), "probe", "'sobol'"),
     "curvature.HessianOperator": Bad(lambda: curvature.HessianOperator(_mlp(), _mse, _batch(), method="bogus"),
                                      "method", "'bogus'"),
     "curvature.hvp": Bad(lambda: curvature.hvp(_mlp(), _mse, _batch(), torch.zeros(3)), "v", "(3,)"),

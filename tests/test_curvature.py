@@ -448,3 +448,24 @@ def test_plot_builders(mlp_case):
     fig = plots.eigenvalue_bars(r.eigenvalues, errors=r.error_bounds)
     assert list(fig.data[0].y) == pytest.approx(r.eigenvalues.tolist())
     assert "text/html" in plots.mimebundle(fig)
+
+
+def test_hutchinson_variance_closed_forms_against_enumeration_and_monte_carlo():
+    import itertools
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(6, 6))  # not symmetric: z^T A z only sees its symmetric part
+    signs = np.array(list(itertools.product([-1.0, 1.0], repeat=6)))  # every Rademacher probe
+    vals = np.einsum("bi,ij,bj->b", signs, A, signs)
+    assert np.mean(vals) == pytest.approx(np.trace(A), abs=1e-12)
+    assert C.hutchinson_variance(A) == pytest.approx(np.var(vals), rel=1e-12)
+    z = rng.normal(size=(400_000, 6))
+    g = np.einsum("bi,ij,bj->b", z, A, z)
+    v = C.hutchinson_variance(A, "gaussian")
+    # standard error of a sample variance: sqrt((m4 - var^2) / N)
+    se = np.sqrt((np.mean((g - g.mean()) ** 4) - np.var(g) ** 2) / len(g))
+    assert abs(np.var(g) - v) < 4 * se
+    assert C.hutchinson_variance(np.diag([1.0, 2.0, 3.0])) == 0.0
+    assert C.hutchinson_variance(torch.eye(3), "gaussian") == pytest.approx(6.0)

@@ -41,7 +41,7 @@ WHICH = ("largest", "smallest", "both")
 TRACE_METHODS = ("hutch++", "hutchinson")
 
 __all__ = ["HessianOperator", "GradientGraph", "hvp", "EigResult", "hessian_eigs", "TraceResult", "hessian_trace",
-           "hutchpp_trace", "DensityResult", "hessian_density", "gaussian_smooth", "full_hessian"]
+           "hutchpp_trace", "hutchinson_variance", "DensityResult", "hessian_density", "gaussian_smooth", "full_hessian"]
 
 
 # ------------------------------------------------------------------------------ Hessian operator
@@ -478,6 +478,30 @@ def hutchpp_trace(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, budg
         return exact
     G = _deflate(_rademacher(budget - 2 * Q.shape[0], dim, gen, device, dtype), Q)
     return exact + float((G * matvec(G)).sum(1).mean())
+
+
+PROBES = ("rademacher", "gaussian")
+
+
+def hutchinson_variance(A, probe: str = "rademacher") -> float:
+    r"""Variance of one Hutchinson probe :math:`z^\top A z` as an estimate of tr(A) (Hutchinson 1990;
+    Avron & Toledo 2011, Lemmas 1 and 9): with :math:`S = (A + A^\top)/2`,
+
+    .. math::
+        \mathrm{Var}_{\text{gaussian}} = 2\|S\|_F^2, \qquad
+        \mathrm{Var}_{\text{rademacher}} = 2\big(\|S\|_F^2 - \textstyle\sum_i S_{ii}^2\big),
+
+    so Rademacher probes are never worse, and exact for a diagonal A. The mean of m probes has
+    variance Var / m. ``A``: a square matrix (array or tensor)."""
+    one_of("probe", probe, PROBES)
+    M = torch.as_tensor(A, dtype=torch.float64)
+    if M.dim() != 2 or M.shape[0] != M.shape[1] or M.shape[0] == 0:
+        raise ValueError(f"A must be a square matrix; got shape {tuple(M.shape)}")
+    if not torch.isfinite(M).all():
+        raise ValueError("A must be finite")
+    S = (M + M.T) / 2
+    fro2 = float((S ** 2).sum())
+    return 2.0 * fro2 if probe == "gaussian" else 2.0 * (fro2 - float((torch.diagonal(S) ** 2).sum()))
 
 
 def _chunks(op: HessianOperator, size: int | None) -> list | None:
