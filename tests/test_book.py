@@ -222,8 +222,10 @@ def test_page_in_browser(browser, server, site, page_path):
             assert all(drawn) and len(drawn) == n_plots, f"{page_path}: plotly figures drawn {drawn}"
             assert page.locator(".tdl-plotly-missing").count() == 0
         if "$" in html or "\\(" in html or 'class="math' in html:
-            page.wait_for_selector("mjx-container", timeout=30000)
-            assert page.locator("mjx-container").count() > 0
+            # attached, not visible: the first formula may sit in the hidden "On this page" list
+            # (a heading with math), so wait for MathJax's output and then require a visible one
+            page.wait_for_selector("mjx-container", state="attached", timeout=30000)
+            assert page.locator("mjx-container:visible").count() > 0, f"{page_path}: no formula is visible"
             assert page.locator("mjx-merror").count() == 0, f"{page_path}: MathJax errors"
         if 'sliders' in html and page_path.startswith("labs/"):
             slider = page.locator(".plotly-graph-div g.slider-container")
