@@ -33,6 +33,8 @@ help:
 	@echo "            TORCH_INDEX=$(TORCH_INDEX) (empty: torch from PyPI, the CUDA build on Linux x86_64;"
 	@echo "            TORCH_INDEX=https://download.pytorch.org/whl/cpu: the CPU build; set it before .venv exists)"
 	@echo "            SCALE=$(SCALE) (lab scale of make book: ci, cpu, gpu)"
+	@echo "            TDL_HUB_URL, TDL_REPO_URL [, TDL_REPO_BRANCH] (environment): make book puts a"
+	@echo "            'launch on the class JupyterHub' button (nbgitpuller) on every lab page"
 
 env: $(STAMP)
 
@@ -79,8 +81,10 @@ browser:
 	@bash scripts/ensure_chromium.sh
 
 # The book is rebuilt (every notebook executed once, at SCALE) only when a page, a lab, the
-# library or the configuration changed, or SCALE did: otherwise `make book` is instant.
-BOOK_STAMP := _build/.book-$(SCALE)
+# library or the configuration changed, or SCALE or the hub launch settings did (TDL_HUB_URL,
+# TDL_REPO_URL, TDL_REPO_BRANCH: see book/_ext/tdl_hub.py): otherwise `make book` is instant.
+HUB_KEY := $(shell printf '%s|%s|%s' "$$TDL_HUB_URL" "$$TDL_REPO_URL" "$$TDL_REPO_BRANCH" | cksum | cut -d' ' -f1)
+BOOK_STAMP := _build/.book-$(SCALE)-$(HUB_KEY)
 BOOK_INPUTS := _config.yml _toc.yml $(shell find book labs src -type f \( -name '*.md' -o -name '*.ipynb' \
                  -o -name '*.py' -o -name '*.bib' \) -not -path '*/.ipynb_checkpoints/*' 2>/dev/null)
 

@@ -228,6 +228,56 @@ def check_loss(loss: Any, where: str = "", finite: bool = True) -> torch.Tensor:
     return loss.reshape(())
 
 
+def tensor_aliases(model: nn.Module) -> dict[str, tuple[str, ...]] | None:
+    """For a model that shares modules or tensors: each state name -> the names ``call`` must set.
+
+    ``None`` when nothing is shared (the common case, where ``functional_call`` is exact). A module
+    registered under several names is set once, under its first name; a tensor owned by several
+    distinct modules (weight tying) is set in each of them. Any registered name maps to this list.
+    """
+    mods = list(model.named_modules(remove_duplicate=False))
+    tensors = [t for _, m in mods for t in (*m._parameters.values(), *m._buffers.values()) if t is not None]
+    if len(mods) == len({id(m) for _, m in mods}) and len(tensors) == len({id(t) for t in tensors}):
+        return None
+    owners: dict[int, list[str]] = {}  # tensor id -> its name in each distinct owning module
+    names: dict[str, int] = {}  # every registered name -> tensor id
+    seen: set[int] = set()
+    for prefix, m in mods:
+        first = id(m) not in seen
+        seen.add(id(m))
+        for local, t in (*m._parameters.items(), *m._buffers.items()):
+            if t is None:
+                continue
+            name = f"{prefix}.{local}" if prefix else local
+            names[name] = id(t)
+            if first:
+                owners.setdefault(id(t), []).append(name)
+    return {name: tuple(owners[tid]) for name, tid in names.items()}
+
+
+def call(model: nn.Module, tensors: Mapping[str, torch.Tensor] | tuple, args: tuple, *,
+         strict: bool = False, aliases: dict[str, tuple[str, ...]] | None | str = "auto"):
+    """``torch.func.functional_call`` that leaves a model with shared modules as it was.
+
+    torch 2.13's ``functional_call`` swaps a tensor in once per name: a module registered twice
+    (``nn.Sequential(lin, act, lin)``) is swapped twice and "restored" to the swapped tensor, so the
+    user's model is left holding plain tensors instead of its Parameters. Setting each owning
+    module once (``tensor_aliases``) with ``tie_weights=False`` is exact and restores everything.
+    ``tensors`` is a dict or a tuple of dicts (parameters, buffers), as for ``functional_call``.
+    """
+    if isinstance(tensors, tuple):
+        merged: dict[str, torch.Tensor] = {}
+        for d in tensors:
+            merged.update(d)
+        tensors = merged
+    if aliases == "auto":
+        aliases = tensor_aliases(model)
+    if aliases is None:
+        return functional_call(model, dict(tensors), args, strict=strict)
+    expanded = {a: v for k, v in tensors.items() for a in aliases.get(k, (k,))}
+    return functional_call(model, expanded, args, strict=strict, tie_weights=False)
+
+
 def functional_loss(model: nn.Module, loss_fn: Callable, mode: str | None) -> Callable[..., torch.Tensor]:
     """``f(params, batch, buffers=None) = loss_fn(model(inputs), targets)`` at ``params``, functionally.
 
@@ -236,12 +286,13 @@ def functional_loss(model: nn.Module, loss_fn: Callable, mode: str | None) -> Ca
     which uses batch statistics). The call must run inside ``use_mode``; ``model`` is not touched.
     """
     mode_bufs = mode_buffers(model, mode)
+    aliases = tensor_aliases(model)
 
     def f(params: Mapping[str, torch.Tensor], batch: tuple[torch.Tensor, torch.Tensor],
           buffers: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
         x, y = batch
         bufs = {**buffers, **mode_bufs} if buffers else mode_bufs
-        out = functional_call(model, (dict(params), bufs) if bufs else dict(params), (x,), strict=False)
+        out = call(model, (dict(bufs), dict(params)) if bufs else dict(params), (x,), aliases=aliases)
         return loss_fn(out, y)
 
     return f

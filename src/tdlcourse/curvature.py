@@ -208,7 +208,15 @@ class HessianOperator:
                 return self.spec.flatten(jvp(g, (self._theta,), (v,))[1])
 
             with use_mode(self.model, self.mode, self.seed + i):
-                out += batch_size(b) * vmap(one, randomness="same")(vd)
+                try:
+                    out += batch_size(b) * vmap(one, randomness="same")(vd)
+                except RuntimeError as err:
+                    if "ZeroTensors are immutable" not in str(err):
+                        raise
+                    raise ValueError("method='forward_over_reverse': torch's forward-mode derivative of this "
+                                     "loss fails (a known torch 2.13 problem with nn.MSELoss); use "
+                                     "method='double_backward', or write the loss with tensor operations, "
+                                     "e.g. lambda out, y: (out - y).pow(2).mean()") from err
             count += batch_size(b)
         return out / count
 
@@ -737,9 +745,11 @@ def full_hessian(model: nn.Module, loss_fn: Callable, batch, *, mode: str | None
                  max_params: int = 5000, chunk: int = 256) -> torch.Tensor:
     """The dense P x P Hessian H_ij = d^2 L / d theta_i d theta_j (exact, for tiny models).
 
-    Built column block by column block as H E for identity blocks E with forward-over-reverse
-    products vectorised by ``vmap``, then symmetrised (H + H^T)/2 (the two halves agree to
+    Built column block by column block as H E for identity blocks E with batched double-backward
+    products on the cached gradient graph, then symmetrised (H + H^T)/2 (the two halves agree to
     rounding). Refuses models with more than ``max_params`` parameters (memory P^2 and P products).
+    (Not forward-over-reverse: torch 2.13's forward-mode derivative of ``nn.MSELoss``'s backward
+    fails with "ZeroTensors are immutable".)
     """
     max_params = positive_int("max_params", max_params)
     spec = param_spec(model)
@@ -747,7 +757,7 @@ def full_hessian(model: nn.Module, loss_fn: Callable, batch, *, mode: str | None
         raise ValueError(f"the model has {spec.n} trainable parameters > max_params={max_params}; "
                          "full_hessian is for tiny models (use hessian_eigs/hessian_trace instead)")
     chunk = positive_int("chunk", chunk)
-    op = HessianOperator(model, loss_fn, batch, mode=mode, method="forward_over_reverse")
+    op = HessianOperator(model, loss_fn, batch, mode=mode, method="double_backward")
     H = spec.zeros(spec.n)
     eye = torch.eye(spec.n, device=spec.device, dtype=spec.dtype)
     for s in range(0, spec.n, chunk):

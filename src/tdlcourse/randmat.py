@@ -24,9 +24,10 @@ import numpy as np
 import torch
 from scipy import integrate, special
 from torch import nn
-from torch.func import functional_call, jacrev, vmap
+from torch.func import jacrev, vmap
 
 from . import meanfield, models, validate
+from ._functional import call, tensor_aliases
 
 
 class MPEdges(NamedTuple):
@@ -83,9 +84,10 @@ def jacobian_singular_values(model: nn.Module, x: torch.Tensor, *, chunk_size: i
     xb = x.unsqueeze(0) if single else x
     state = {k: v.detach() for k, v in model.named_parameters()}
     state.update(dict(model.named_buffers()))
+    aliases = tensor_aliases(model)
 
     def f(xi):
-        return functional_call(model, state, (xi.unsqueeze(0),)).reshape(-1)
+        return call(model, state, (xi.unsqueeze(0),), aliases=aliases).reshape(-1)
 
     J = vmap(jacrev(f), chunk_size=chunk_size)(xb)  # [B, k, *in_shape]
     s = torch.linalg.svdvals(J.reshape(J.shape[0], J.shape[1], -1))
