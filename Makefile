@@ -17,10 +17,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tdl-installed
 VENDOR := _vendor
 VSTAMP := $(VENDOR)/.stamp
+HUB_STATE ?= /tmp/tdl-hub-demo
 SCALE ?= cpu
 PYTEST_ARGS ?=
 
-.PHONY: all book test test-fast lab bench bench-nt-env vendor env browser clean distclean help
+.PHONY: all book test test-fast lab bench bench-nt-env vendor env browser clean distclean help hub-demo hub-demo-stop
 
 help:
 	@echo "make book   build the web book (TDL_SCALE=$(SCALE)) and print the path of index.html"
@@ -29,6 +30,8 @@ help:
 	@echo "make bench  run the benchmarks (prints ratio tables; not tests)"
 	@echo "make env    only create .venv (every target above does it first; see README, Set-up)"
 	@echo "make test-fast  library tests only (seconds)"
+	@echo "make hub-demo   (root) a throwaway class JupyterHub on 127.0.0.1: prints URL, logins, how to stop"
+	@echo "make hub-demo-stop  stop it and delete its accounts (deploy/hub/README.md)"
 	@echo "Variables:  PYTHON=$(PYTHON) (creates .venv; must satisfy requires-python)"
 	@echo "            TORCH_INDEX=$(TORCH_INDEX) (empty: torch from PyPI, the CUDA build on Linux x86_64;"
 	@echo "            TORCH_INDEX=https://download.pytorch.org/whl/cpu: the CPU build; set it before .venv exists)"
@@ -129,3 +132,10 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV) $(NT_VENV) $(VENDOR) js/node_modules
+
+# A throwaway class hub (deploy/hub): JupyterHub on 127.0.0.1 with demo accounts; root only.
+hub-demo:
+	@bash deploy/hub/demo.sh start $(HUB_STATE)
+
+hub-demo-stop:
+	@bash deploy/hub/demo.sh stop $(HUB_STATE)

@@ -122,7 +122,7 @@ def test_final_grades_match_a_hand_computation(course, tmp_path):
     header, rows = read_csv(tmp_path / "final.csv")
     assert header == ["student_id", "last_name", "first_name", "email", "hw01 (of 6)", "hw02 (of 4)",
                       "lab01 (of 10)", "lab02 (of 5)", "exam (of 100)", "labs", "assignments", "exam",
-                      "final", "final_percent", "missing"]
+                      "final", "final_percent", "missing", "needs_manual_grading"]
     assert sorted(rows) == ["ada", "bob", "cyd"]
     for sid, expected in (("ada", ada), ("bob", bob), ("cyd", cyd)):
         row = rows[sid]

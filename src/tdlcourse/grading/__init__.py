@@ -12,5 +12,7 @@ One module per stage of a term:
 - ``trusted``: verdicts reached outside the student's kernel (``tdlcheck`` records, references
   computed by the grader) and the report of tampering;
 - ``reports``: the CSV export and the HTML report; ``term``: the oral exam and final grades;
+- ``manual``: manual grading that is unfinished (what ``tdl feedback`` waits for, what the export flags);
+- ``lab``: ``tdl lab``, JupyterLab and the Formgrader on the course from any working directory;
 - ``files``: atomic writes; ``cli``: the ``tdl`` command.
 """

@@ -6,18 +6,23 @@
     tdl collect hw01                    collect submissions from the exchange
     tdl grade hw01 [--jobs N] [--timeout S]   autograde in parallel, isolated; verdicts reached outside
                                         the kernel; tampering flagged in the summary
-    tdl feedback hw01 [--with-solutions]      generate and release feedback
+    tdl feedback hw01 [--with-solutions] [--partial]
+                                        generate and release feedback (refused while manual
+                                        grading is unfinished, unless --partial)
     tdl exam import exam.csv            oral exam scores (id, score, note; idempotent)
     tdl export grades.csv               every score of every student
     tdl export grades.csv --final [--weights labs=0.2,assignments=0.3,exam=0.5]
                                         per-component and final grades, one row per student
     tdl report hw01                     HTML report with a histogram per autograded cell
     tdl run NOTEBOOK [--scale ci]       execute a notebook at a scale (parameters injected as papermill does)
+    tdl lab [--instructor] [-- ARGS]    JupyterLab on the course from any folder (--instructor: the Formgrader)
 
 The course is found from ``--course``, ``$TDL_COURSE``, or the current directory (or its
-``assignments/`` folder). Bad input prints one clear message and exits with status 2, having
-written nothing; ``tdl grade`` exits 1 when some submission could not be graded (a grader failure,
-not a student's error) or the gradebook fails its integrity check.
+``assignments/`` folder). Only ``roster import`` and ``release`` create a course's gradebook (and
+``release`` its default exchange); every other command refuses a missing one, naming the
+configuration it read. Bad input prints one clear message and exits with status 2, having written
+nothing; ``tdl grade`` exits 1 when some submission could not be graded (a grader failure, not a
+student's error) or the gradebook fails its integrity check.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ def cmd_roster(args) -> int:
 
 def _print_change(change, kept: str) -> int:
     """What an import (roster, exam) changed, one line per id, then the counts."""
+    for what in getattr(change, "created", ()):
+        print(f"created {what} (a new course)")
     for sid in change.added:
         print(f"added     {sid}")
     for sid, fields in change.updated:
@@ -62,6 +69,8 @@ def cmd_release(args) -> int:
     if not args.no_check:
         print(f"checking {args.assignment} at scale='ci'...", file=sys.stderr)
     r = release(course, args.assignment, due=args.due, check=not args.no_check)
+    for what in r.created:
+        print(f"created {what} (a new course)")
     due = f"due {r.duedate:%Y-%m-%d %H:%M} UTC" if r.duedate else "no due date"
     print(f"released {r.assignment} ({', '.join(r.notebooks)}; {due}) to {r.exchange}")
     return 0
@@ -101,10 +110,22 @@ def cmd_grade(args) -> int:
 def cmd_feedback(args) -> int:
     from .release import feedback
 
-    r = feedback(_course(args), args.assignment, with_solutions=args.with_solutions)
+    r = feedback(_course(args), args.assignment, with_solutions=args.with_solutions, partial=args.partial)
     print(f"feedback for {r.assignment} released to {len(r.students)} student(s)"
           + (" with the model solution" if r.with_solutions else ""))
+    if r.partial:
+        n = sum(p.student in r.partial for p in r.pending)
+        print(f"partial feedback (manual grading unfinished, {n} cell(s)): {', '.join(r.partial)}")
     return 0
+
+
+def _warn_pending(who: dict[str, str]) -> None:
+    """One warning line on stderr naming the students whose manual grading is unfinished
+    (``who``: student -> what is pending)."""
+    if who:
+        print(f"tdl export: warning: manual grading unfinished (scores may still rise; column "
+              f"needs_manual_grading) for {len(who)} student(s): "
+              + ", ".join(f"{s} ({what})" for s, what in sorted(who.items())), file=sys.stderr)
 
 
 def cmd_exam(args) -> int:
@@ -119,16 +140,26 @@ def cmd_export(args) -> int:
     if args.final or args.weights is not None:
         from .term import export_final
 
-        r = export_final(_course(args), args.csv, weights=args.weights)
+        course = _course(args)
+        r = export_final(course, args.csv, weights=args.weights)
         formula = " + ".join(f"{w:g} {c}" for c, w in r.grades.weights.items())
         print(f"wrote the final grades of {len(r.rows)} student(s) to {args.csv} (final = {formula})")
         if r.grades.ignored:
             print(f"not counted (no component matches): {', '.join(r.grades.ignored)}")
         for sid, items in r.missing:
             print(f"missing   {sid}: {'; '.join(items)} (counted 0)")
+        _warn_pending({row["student_id"]: row["needs_manual_grading"] for row in r.rows
+                       if row["needs_manual_grading"]})
         return 0
-    n = export_grades(_course(args), args.csv)
+    from .manual import pending_manual
+
+    course = _course(args)
+    n = export_grades(course, args.csv)
     print(f"wrote {n} rows to {args.csv}")
+    who: dict[str, set[str]] = {}
+    for p in pending_manual(course):
+        who.setdefault(p.student, set()).add(p.assignment)
+    _warn_pending({s: ", ".join(sorted(a)) for s, a in who.items()})
     return 0
 
 
@@ -146,6 +177,23 @@ def cmd_run(args) -> int:
     run_notebook(args.notebook, scale=args.scale, output=args.output)
     print(f"{args.notebook}: ran at scale={args.scale!r}" + (f", wrote {args.output}" if args.output else ""))
     return 0
+
+
+def cmd_lab(args) -> int:
+    from .lab import lab_command, start
+
+    extra = tuple(args.jupyter_args[1:] if args.jupyter_args[:1] == ["--"] else args.jupyter_args)
+    course = _course(args)
+    cmd = lab_command(course, instructor=args.instructor, extra=extra)
+    if args.dry_run:
+        print(cmd.shell())
+        return 0
+    print(f"tdl lab: course {course.course_id} at {course.root}, serving {cmd.root_dir} "
+          f"({', '.join(f'{k}={v}' for k, v in cmd.env.items())})", file=sys.stderr)
+    sys.stderr.flush()
+    sys.stdout.flush()
+    start(cmd)
+    return 0  # not reached: the server replaced this process
 
 
 def _positive(kind):
@@ -207,6 +255,8 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("feedback", help="generate and release feedback")
     r.add_argument("assignment")
     r.add_argument("--with-solutions", action="store_true", help="append the model solution (after the due date)")
+    r.add_argument("--partial", action="store_true",
+                   help="release even though some manual grading is unfinished (lists the students concerned)")
     r.set_defaults(func=cmd_feedback)
 
     r = sub.add_parser("exam", help="manage the oral exam's scores")
@@ -233,6 +283,17 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--scale", default="ci", help="ci, cpu or gpu (default ci)")
     r.add_argument("--output", help="write the executed notebook here")
     r.set_defaults(func=cmd_run)
+
+    r = sub.add_parser("lab", help="JupyterLab on the course, from any folder (--instructor: the Formgrader)",
+                       description="Start JupyterLab with the course's nbgrader configuration whatever the "
+                                   "current folder: the course root goes first on JUPYTER_CONFIG_PATH and the "
+                                   "server serves the folder holding the course and the labs. Arguments after "
+                                   "-- go to `jupyter lab` (e.g. -- --no-browser --port 8890).")
+    r.add_argument("--instructor", action="store_true",
+                   help="open the Formgrader (the course's gradebook must exist: `tdl roster import` creates it)")
+    r.add_argument("--dry-run", action="store_true", help="print the command and its environment, start nothing")
+    r.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="arguments for `jupyter lab`, after --")
+    r.set_defaults(func=cmd_lab)
     return p
 
 

@@ -13,6 +13,12 @@ user's and system's Jupyter configuration. The gradebook is any SQLAlchemy URL
 (``CourseDirectory.db_url``; SQLite ``gradebook.db`` by default); the exchange is
 ``Exchange.root``. The course's own ``nbgrader_config.py`` reads ``TDL_EXCHANGE`` and
 ``TDL_GRADEBOOK``. ``tdl``'s own state (grading records, the lock) lives in ``<root>/.tdl``.
+
+Nothing is created as a side effect of reading: only the commands that start a course (``tdl
+roster import``, ``tdl release``) create the gradebook, and only ``tdl release`` creates the
+default exchange (inside the course root). Every other command, given a course whose gradebook,
+exchange or root folder is missing, raises ``CourseError`` naming the configuration it read (the
+``nbgrader_config.py`` files, the resolved URL or path, the variables that would change it).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ class Course:
     db_url: str
     exchange_root: Path
     config: object = field(repr=False, compare=False)  # traitlets Config
+    config_files: tuple[Path, ...] = field(default=(), compare=False)  # the nbgrader_config.py files read
 
     @property
     def state_dir(self) -> Path:
@@ -61,10 +68,27 @@ class Course:
             setattr(cd, k, v)
         return cd
 
-    def gradebook(self):
+    def gradebook(self, *, create: bool = False):
+        """nbgrader's ``Gradebook`` of the course. Unless ``create`` (the commands that start a
+        course), a gradebook that does not exist is a ``CourseError`` (``missing_gradebook``), never
+        an empty one created on the spot: nbgrader's ``Gradebook`` creates whatever it opens."""
         from nbgrader.api import Gradebook
 
+        state, problem = _gradebook_state(self)
+        if problem is not None and not (create and state == "missing"):
+            raise CourseError(problem)  # with create: a file or database that exists but is no gradebook
         return Gradebook(self.db_url, self.course_id)
+
+    def gradebook_exists(self) -> bool:
+        return gradebook_problem(self) is None
+
+    def where_configured(self, *variables: str) -> str:
+        """Where the settings came from, for messages: the configuration files read and the state of
+        the environment ``variables`` that the course's ``nbgrader_config.py`` reads."""
+        files = ", ".join(map(str, self.config_files)) or f"no {CONFIG_NAME} (nbgrader's defaults)"
+        env = "; ".join(f"{v}={_redact(os.environ[v])!r}" if os.environ.get(v) else f"{v} is not set"
+                        for v in variables)
+        return f"read from {files}" + (f"; {env}" if env else "")
 
     def sqlite_path(self) -> Path | None:
         """The gradebook's file when it is SQLite, else ``None``."""
@@ -88,13 +112,107 @@ class Course:
         return Path(cd.format_path(directory, student, assignment))
 
 
+def _redact(url: str) -> str:
+    """A database URL without its password (messages may be shown to others)."""
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", str(url))
+
+
+def gradebook_problem(course: Course) -> str | None:
+    """Why the course's gradebook cannot be opened without creating it (``None``: it exists).
+
+    SQLite: the file must exist (opening a missing one creates it) and be an SQLite database with
+    nbgrader's tables. Any other SQLAlchemy URL: the database must be reachable and hold nbgrader's
+    tables (``Gradebook`` would create them)."""
+    return _gradebook_state(course)[1]
+
+
+def _gradebook_state(course: Course) -> tuple[str, str | None]:
+    """``("ok", None)``; ``("missing", why)``: a starting command may create it (no SQLite file, or a
+    reachable database without nbgrader's tables); ``("bad", why)``: never touched."""
+    url = course.db_url
+    where = course.where_configured("TDL_GRADEBOOK")
+    hint = (f"Nothing was created. If the course's gradebook is elsewhere, set TDL_GRADEBOOK to its URL "
+            f"(or CourseDirectory.db_url in {course.root / CONFIG_NAME}); a new course starts with "
+            "`tdl roster import roster.csv` or `tdl release hwNN`, which create it.")
+    path = course.sqlite_path()
+    if path is not None:
+        if str(path) in ("", ":memory:"):
+            return "ok", None
+        if not path.exists():
+            return "missing", f"no gradebook at {url} (CourseDirectory.db_url, {where}). {hint}"
+        bad = "is not a file" if not path.is_file() else _sqlite_problem(path)
+        return ("ok", None) if bad is None else \
+            ("bad", f"the gradebook {path} {bad} (CourseDirectory.db_url, {where}); it was left as it is. "
+                    "Point TDL_GRADEBOOK (or CourseDirectory.db_url) at the course's gradebook, or move the file away")
+    if url in _REACHABLE:
+        return "ok", None
+    try:
+        from sqlalchemy import create_engine, inspect
+
+        engine = create_engine(url, future=True)
+        try:
+            tables = set(inspect(engine).get_table_names())
+        finally:
+            engine.dispose()
+    except Exception as e:  # noqa: BLE001 - a missing driver, a refused connection, a bad URL
+        return "bad", (f"cannot open the gradebook {_redact(url)} (CourseDirectory.db_url, {where}): "
+                       f"{type(e).__name__}: {_redact(str(e).splitlines()[0]) if str(e) else ''}. Nothing was "
+                       "created; check the URL, the database server and its driver, or set TDL_GRADEBOOK")
+    if "assignment" not in tables or "grade" not in tables:
+        return "missing", (f"the database {_redact(url)} holds no nbgrader gradebook (CourseDirectory.db_url, "
+                           f"{where}). {hint}")
+    _REACHABLE.add(url)
+    return "ok", None
+
+
+_REACHABLE: set[str] = set()  # database URLs (not SQLite) seen holding a gradebook in this process
+
+
+def _sqlite_problem(path: Path) -> str | None:
+    """Why the SQLite file ``path`` is not a gradebook (read only: SQLite would turn an empty file
+    into a database and nbgrader would fill it), or ``None``."""
+    import sqlite3
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError as e:
+        return f"cannot be read ({e.strerror})"
+    if head != b"SQLite format 3\x00":
+        return "is an empty file, not a database" if not head else "is not an SQLite database"
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            con.close()
+    except sqlite3.Error as e:
+        if "locked" in str(e):  # a database in use (the Formgrader, `tdl grade` writing): it exists
+            return None
+        return f"cannot be read ({e})"
+    return None if {"assignment", "grade"} <= tables else "holds no nbgrader gradebook (no assignment and grade tables)"
+
+
+def creates_gradebook(course: Course) -> tuple[str, ...]:
+    """For the commands that start a course: ``("the gradebook <url>",)`` when opening it will
+    create it, ``()`` when it exists; ``CourseError`` (before anything is written) when the file or
+    database exists but is no gradebook, or cannot be reached."""
+    state, problem = _gradebook_state(course)
+    if state == "bad":
+        raise CourseError(problem)
+    return () if state == "ok" else (f"the gradebook {_redact(course.db_url)}",)
+
+
 def find_course_root(path: str | os.PathLike | None = None) -> Path:
     """The course root: ``path``, else ``$TDL_COURSE``, else the current directory or its
     ``assignments/`` folder; it must hold ``nbgrader_config.py``."""
     if path is not None or os.environ.get("TDL_COURSE"):
+        origin = "--course" if path is not None else "$TDL_COURSE"
         root = Path(path if path is not None else os.environ["TDL_COURSE"]).expanduser().resolve()
         if not (root / CONFIG_NAME).is_file():
-            raise CourseError(f"course={str(root)!r} is not a course: it has no {CONFIG_NAME}")
+            state = "" if root.is_dir() else "; that folder does not exist"
+            raise CourseError(f"course={str(root)!r} is not a course: it has no {CONFIG_NAME} "
+                              f"(the folder came from {origin}{state}); nothing was created")
         return root
     for root in (Path.cwd(), Path.cwd() / "assignments"):
         if (root / CONFIG_NAME).is_file():
@@ -112,6 +230,7 @@ def load_course(path: str | os.PathLike | None = None) -> Course:
 
     root = find_course_root(path)
     config = Config()
+    read = []
     # Lowest priority first: system, user, then the course's own file.
     for directory in [*reversed(jupyter_config_path()), str(root)]:
         if os.path.isfile(os.path.join(directory, CONFIG_NAME)):
@@ -119,6 +238,7 @@ def load_course(path: str | os.PathLike | None = None) -> Course:
                 config.merge(PyFileConfigLoader(CONFIG_NAME, path=directory).load_config())
             except Exception as e:  # noqa: BLE001 - a broken config file is the user's to fix
                 raise CourseError(f"cannot read {os.path.join(directory, CONFIG_NAME)}: {e}") from e
+            read.append(Path(directory).resolve() / CONFIG_NAME)
     from nbgrader.coursedir import CourseDirectory
 
     cd = CourseDirectory(config=config)
@@ -127,9 +247,12 @@ def load_course(path: str | os.PathLike | None = None) -> Course:
     course_id = cd.course_id or ""
     if not course_id:
         raise CourseError(f"{root / CONFIG_NAME} sets no CourseDirectory.course_id")
+    if not Path(cd.root).is_dir():
+        raise CourseError(f"the course folder {cd.root} does not exist (CourseDirectory.root, read from "
+                          f"{', '.join(map(str, read))}); create it or fix CourseDirectory.root; nothing was created")
     exchange = Exchange(config=config)
     return Course(root=Path(cd.root).resolve(), course_id=course_id, db_url=cd.db_url,
-                  exchange_root=Path(exchange.root), config=config)
+                  exchange_root=Path(exchange.root), config=config, config_files=tuple(dict.fromkeys(read)))
 
 
 @contextlib.contextmanager
@@ -179,6 +302,9 @@ def check_assignment(course: Course, assignment: str, *, in_gradebook: bool = Tr
         hint = f"; known: {', '.join(known)}" if known else "; source/ holds no assignment"
         raise CourseError(f"assignment={assignment!r} is not an assignment of this course{hint}")
     if in_gradebook:
+        problem = gradebook_problem(course)
+        if problem is not None:
+            raise CourseError(f"assignment {assignment!r} was never released with this configuration: {problem}")
         with course.gradebook() as gb:
             try:
                 gb.find_assignment(assignment)
@@ -199,9 +325,10 @@ def check_students(course: Course, students) -> None:
 
 def check_exchange(course: Course, *, create_default: bool, default_may_be_missing: bool = False) -> Path:
     """The exchange root, which must exist and be writable. The default local exchange (a folder
-    inside the course root) is created on first use; a configured one (a shared mount) never is.
-    ``default_may_be_missing`` only checks that it could be created."""
+    inside the course root) is created by ``tdl release`` (``create_default``); a configured one (a
+    shared mount) never is. ``default_may_be_missing`` only checks that it could be created."""
     root = course.exchange_root
+    where = f"Exchange.root, {course.where_configured('TDL_EXCHANGE')}"
     if not root.is_dir():
         inside = root.resolve().is_relative_to(course.root)
         if inside and default_may_be_missing:
@@ -210,11 +337,12 @@ def check_exchange(course: Course, *, create_default: bool, default_may_be_missi
             root.mkdir(parents=True)
             root.chmod(0o1777 if os.geteuid() == 0 else 0o755)
             return root
-        raise CourseError(f"the exchange directory {root} does not exist. Create it (on a shared server: "
-                          f"`mkdir -p {root} && chmod 1777 {root}`, see assignments/README.md) or point "
-                          "TDL_EXCHANGE / Exchange.root at the right place")
+        made = ("`tdl release` creates this default exchange (inside the course); "
+                if inside else f"on a shared server: `mkdir -p {root} && chmod 1777 {root}`, see assignments/README.md; ")
+        raise CourseError(f"the exchange directory {root} does not exist ({where}); nothing was created. "
+                          f"Create it ({made}) or point TDL_EXCHANGE / Exchange.root at the right place")
     if not os.access(root, os.W_OK | os.X_OK):
-        raise CourseError(f"the exchange directory {root} is not writable by this user")
+        raise CourseError(f"the exchange directory {root} is not writable by this user ({where})")
     return root
 
 
@@ -231,6 +359,8 @@ class RosterChange:
     updated: tuple[tuple[str, tuple[str, ...]], ...] = ()
     unchanged: tuple[str, ...] = ()
     not_in_file: tuple[str, ...] = ()
+
+    created: tuple[str, ...] = ()  # what the import created (the gradebook of a new course)
 
     @property
     def changed(self) -> bool:
@@ -304,7 +434,9 @@ def import_roster(course: Course, path: str | os.PathLike) -> RosterChange:
 
     rows = read_roster(path)
     added, updated, unchanged = [], [], []
-    with course_lock(course), course.gradebook() as gb:
+    # The roster starts a course: its first import creates the gradebook (and says so).
+    created = creates_gradebook(course)
+    with course_lock(course), course.gradebook(create=True) as gb:
         existing = {s.id: s for s in gb.db.query(Student).all()}
         try:
             for row in rows:
@@ -324,7 +456,7 @@ def import_roster(course: Course, path: str | os.PathLike) -> RosterChange:
             raise
         in_file = {r["id"] for r in rows}
         missing = sorted(sid for sid in existing if sid not in in_file)
-    return RosterChange(tuple(added), tuple(updated), tuple(unchanged), tuple(missing))
+    return RosterChange(tuple(added), tuple(updated), tuple(unchanged), tuple(missing), created)
 
 
 

@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .files import atomic_write_text
-from .course import Course, CourseError, api, check_assignment, check_exchange, course_lock, nbgrader_result
+from .course import Course, CourseError, api, check_assignment, check_exchange, course_lock, creates_gradebook, \
+    nbgrader_result
+from .manual import PendingGrade, describe, pending_manual
 
 
 
@@ -20,6 +22,7 @@ class ReleaseResult:
     duedate: dt.datetime | None
     checked: bool
     exchange: Path
+    created: tuple[str, ...] = ()  # what this release created: the gradebook, the default exchange
 
 
 def parse_due(value: str) -> dt.datetime:
@@ -129,6 +132,7 @@ def release(course: Course, assignment: str, *, due: str | None = None, check: b
     if lab is None:
         check_assignment(course, assignment, in_gradebook=False)
     duedate = parse_due(due) if due is not None else None
+    creates_gradebook(course)  # refuses a gradebook file that is not one before anything is written
     check_exchange(course, create_default=False, default_may_be_missing=True)
     src = course.path("source", ".", assignment)
     originals = {f"{assignment}.ipynb": lab} if lab is not None else {p.name: p for p in src.glob("*.ipynb")}
@@ -140,12 +144,17 @@ def release(course: Course, assignment: str, *, due: str | None = None, check: b
     if check:
         for name, path in sorted(originals.items()):
             run_notebook(path, scale="ci")
+    # A release may start a course: the first one creates the gradebook and the default exchange
+    # (inside the course root), and says so; a configured exchange is never created.
+    created = creates_gradebook(course)
+    if not course.exchange_root.is_dir():
+        created += (f"the exchange {course.exchange_root}",)
     check_exchange(course, create_default=True)
     with course_lock(course):
         if lab is not None:  # the course's source is a generated copy of the lab: one source, labs/
             src.mkdir(parents=True, exist_ok=True)
             atomic_write_text(src / f"{assignment}.ipynb", lab.read_text(encoding="utf-8"))
-        with course.gradebook() as gb:
+        with course.gradebook(create=True) as gb:
             kw = {"duedate": duedate} if duedate is not None else {}
             gb.update_or_create_assignment(assignment, **kw)
             duedate = gb.find_assignment(assignment).duedate
@@ -157,7 +166,7 @@ def release(course: Course, assignment: str, *, due: str | None = None, check: b
         app = ExchangeReleaseAssignment(coursedir=course.coursedir(assignment_id=assignment), config=course.config)
         app.force = True
         nbgrader_result(capture_log(app), f"release_assignment {assignment}")
-    return ReleaseResult(assignment, notebooks, duedate, check, course.exchange_root)
+    return ReleaseResult(assignment, notebooks, duedate, check, course.exchange_root, created)
 
 
 @dataclass(frozen=True)
@@ -179,8 +188,10 @@ def collect(course: Course, assignment: str) -> CollectResult:
     check_exchange(course, create_default=False)
     inbound = course.exchange_root / course.course_id / "inbound"
     if not inbound.is_dir():
-        raise CourseError(f"nothing was ever submitted to this course: {inbound} does not exist "
-                          f"(release an assignment first with `tdl release {assignment}`)")
+        raise CourseError(f"nothing was ever submitted to course {course.course_id!r} in this exchange: {inbound} "
+                          f"does not exist (Exchange.root, {course.where_configured('TDL_EXCHANGE', 'TDL_COURSE_ID')}). "
+                          f"Release an assignment first with `tdl release {assignment}`, or point TDL_EXCHANGE at "
+                          "the exchange the students submitted to; nothing was created")
     with course_lock(course):
         log = nbgrader_result(api(course).collect(assignment, update=True), f"collect {assignment}")
     return _submission_status(course, assignment, log)
@@ -207,9 +218,14 @@ def _submission_status(course: Course, assignment: str, log: str = "") -> Collec
 
 @dataclass(frozen=True)
 class FeedbackResult:
+    """Who got feedback; ``partial``: those of them whose feedback was released (``--partial``)
+    while some of their manual grading was unfinished (``pending``)."""
+
     assignment: str
     students: tuple[str, ...]
     with_solutions: bool
+    partial: tuple[str, ...] = ()
+    pending: tuple[PendingGrade, ...] = ()
 
 
 SOLUTION_MARK = "tdl-model-solution"
@@ -238,11 +254,14 @@ def _solution_html(course: Course, assignment: str) -> str:
             "<p>Released after the due date.</p>" + "\n".join(parts) + "</section>")
 
 
-def feedback(course: Course, assignment: str, *, with_solutions: bool = False,
+def feedback(course: Course, assignment: str, *, with_solutions: bool = False, partial: bool = False,
              now: dt.datetime | None = None) -> FeedbackResult:
     """Generate feedback (nbgrader's HTML) for every graded submission and release it to the
     exchange. ``with_solutions`` appends the model solution to every feedback page; it is refused
-    before the assignment's due date (and when it has none). ``now`` (naive UTC) is for tests."""
+    before the assignment's due date (and when it has none). Refused (``CourseError`` listing the
+    student, notebook and cell of each) while manual grading is unfinished (``manual.pending_manual``:
+    a student would read 0 for an answer nobody graded), unless ``partial``; then the result names
+    the students whose feedback is partial. ``now`` (naive UTC) is for tests."""
     check_assignment(course, assignment)
     now = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     if with_solutions:
@@ -258,6 +277,14 @@ def feedback(course: Course, assignment: str, *, with_solutions: bool = False,
     graded = course.student_dirs("autograded", assignment, "*.ipynb")
     if not graded:
         raise CourseError(f"no graded submission of {assignment}; run `tdl grade {assignment}` first")
+    pending = tuple(p for p in pending_manual(course, assignment) if p.student in graded)
+    if pending and not partial:
+        who = sorted({p.student for p in pending})
+        raise CourseError(f"manual grading of {assignment} is unfinished: {len(pending)} cell(s) of {len(who)} "
+                          f"student(s) have no manual score yet, so their feedback would show 0 for them; "
+                          f"nothing was released:\n{describe(pending)}\nGrade them in the Formgrader "
+                          f"(Manage Submissions > {assignment}), or release anyway with `tdl feedback {assignment} "
+                          "--partial` (those students' feedback is then partial)")
     with course_lock(course):
         nbgrader_result(api(course).generate_feedback(assignment), f"generate_feedback {assignment}")
         if with_solutions:
@@ -269,6 +296,7 @@ def feedback(course: Course, assignment: str, *, with_solutions: bool = False,
                     atomic_write_text(html, text[:i] + section + text[i:] if i >= 0 else text + section)
         nbgrader_result(api(course).release_feedback(assignment), f"release_feedback {assignment}")
     students = course.student_dirs("feedback", assignment, "*.html")
-    return FeedbackResult(assignment, tuple(students), with_solutions)
+    partial_students = tuple(sorted({p.student for p in pending} & set(students)))
+    return FeedbackResult(assignment, tuple(students), with_solutions, partial_students, pending)
 
 

@@ -13,7 +13,7 @@ from .files import atomic_write_text
 
 
 EXPORT_COLUMNS = ("assignment", "duedate", "timestamp", "student_id", "last_name", "first_name", "email",
-                  "raw_score", "late_submission_penalty", "score", "max_score")
+                  "raw_score", "late_submission_penalty", "score", "max_score", "needs_manual_grading")
 
 
 def export_grades(course: Course, path: str | os.PathLike) -> int:
@@ -21,15 +21,20 @@ def export_grades(course: Course, path: str | os.PathLike) -> int:
 
     The columns are those of nbgrader's ``CsvExportPlugin`` (a student with no submission scores
     0), but fields are quoted by the ``csv`` module (the plugin does not quote, so a comma in a
-    name would shift the columns). The file is written to a temporary name and renamed: a
-    failure leaves no partial file.
+    name would shift the columns), plus ``needs_manual_grading``: the cells of that submission whose
+    manual grading is unfinished (``notebook/cell; ...``, see ``manual.pending_manual``; their score
+    may still rise). The file is written to a temporary name and renamed: a failure leaves no
+    partial file.
     """
     from nbgrader.api import MissingEntry
+
+    from .manual import pending_by_student, pending_manual
 
     path = Path(path)
     if not path.parent.is_dir():
         raise CourseError(f"cannot write {path}: folder {path.parent} does not exist")
     rows = []
+    pending = pending_by_student(pending_manual(course))
     with course.gradebook() as gb:
         for a in gb.assignments:
             for s in gb.students:
@@ -43,6 +48,7 @@ def export_grades(course: Course, path: str | os.PathLike) -> int:
                     penalty = sub.late_submission_penalty or 0.0
                     row.update(timestamp=sub.timestamp, raw_score=sub.score, late_submission_penalty=penalty,
                                score=max(0.0, sub.score - penalty))
+                row["needs_manual_grading"] = "; ".join(f"{p.notebook}/{p.cell}" for p in pending.get((a.name, s.id), ()))
                 rows.append({k: "" if v is None else str(v) for k, v in row.items()})
     import io
 

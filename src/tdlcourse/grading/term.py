@@ -263,6 +263,11 @@ def final_grades(course: Course, weights=None) -> FinalGrades:
     ``weights``: a dict or a ``parse_weights`` string; default the course's ``TdlGrades.weights``."""
     from nbgrader.api import MissingEntry
 
+    from .course import gradebook_problem
+
+    problem = gradebook_problem(course)  # first: a missing gradebook explains every later problem
+    if problem is not None:
+        raise CourseError(problem)
     comps = components(course)
     names = (*comps, EXAM)
     if weights is None:
@@ -344,23 +349,34 @@ def export_final(course: Course, path: str | os.PathLike, weights=None) -> Final
     """Write ``final_grades`` to a CSV, one row per student: student_id, last_name, first_name,
     email; the points of each counted assignment after the late penalty (column ``hw01 (of 6)``,
     empty without a submission) and of the exam; the component fractions; ``final`` (fraction),
-    ``final_percent`` (100 * final) and ``missing`` (``"lab01; exam"``). Fractions are rounded to
-    6 decimals."""
+    ``final_percent`` (100 * final), ``missing`` (``"lab01; exam"``) and ``needs_manual_grading``
+    (the counted assignments whose manual grading is unfinished for the student, with the cells:
+    ``"hw01: hw01/q4-answer"``; see ``manual.pending_manual``). Fractions are rounded to 6
+    decimals."""
+    from .manual import pending_manual
+
     path = Path(path)
     if not path.parent.is_dir():
         raise CourseError(f"cannot write {path}: folder {path.parent} does not exist")
     grades = final_grades(course, weights)
+    counted = {g.name for g in grades.assignments}
+    pending: dict[str, dict[str, list[str]]] = {}
+    for p in pending_manual(course):
+        if p.assignment in counted:
+            pending.setdefault(p.student, {}).setdefault(p.assignment, []).append(f"{p.notebook}/{p.cell}")
     comps = tuple(grades.weights)
     point_cols = [f"{g.name} (of {g.max_score:g})" for g in grades.assignments]
     exam_col = f"exam (of {grades.exam_max_score:g})"
     header = ("student_id", "last_name", "first_name", "email", *point_cols, exam_col, *comps,
-              "final", "final_percent", "missing")
+              "final", "final_percent", "missing", "needs_manual_grading")
     rows = []
     for s in grades.students:
         row = {"student_id": s.student_id, "last_name": s.last_name or "", "first_name": s.first_name or "",
                "email": s.email or "", **{c: _num(p) for c, p in zip(point_cols, s.points)},
                exam_col: _num(s.exam_points), **{c: _num(s.components[c]) for c in comps},
-               "final": _num(s.final), "final_percent": f"{100 * s.final:.2f}", "missing": "; ".join(s.missing)}
+               "final": _num(s.final), "final_percent": f"{100 * s.final:.2f}", "missing": "; ".join(s.missing),
+               "needs_manual_grading": "; ".join(f"{a}: {', '.join(cells)}"
+                                                 for a, cells in pending.get(s.student_id, {}).items())}
         rows.append(row)
     buf = io.StringIO(newline="")
     w = csv.DictWriter(buf, fieldnames=header)

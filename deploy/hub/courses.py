@@ -1,0 +1,74 @@
+"""Pre-create what each course of the site file needs, with the right owners and modes (as root):
+
+    PREFIX/env/bin/python deploy/hub/courses.py SITE.json
+
+- the exchange root, owned by root, 0755: nobody but root creates a course id in it, so a student
+  cannot squat one (nbgrader would otherwise create it world-writable on first use);
+- per course, owned by its grader account: exchange/<id>/outbound 0755 (released assignments),
+  inbound 2733 (submissions: students write, cannot list), feedback 0711 (students read only the
+  file whose hashed name they know); and the course root (nbgrader's CourseDirectory.root) 0700:
+  it holds the sources (solutions, hidden tests), every submission and the gradebook, and only the
+  grader account (the course's Formgrader service runs as it) may read it; seeded with the
+  project's nbgrader_config.py and source/ when it is empty;
+- the hub's state folder, root only.
+
+Idempotent: re-running fixes owners and modes and leaves contents alone. A grader account that does
+not exist is an error naming it (create it with `useradd --create-home <name>` first).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _dir(path: Path, uid: int, gid: int, mode: int) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    os.chown(path, uid, gid)
+    os.chmod(path, mode)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print(__doc__, file=sys.stderr)
+        return 2
+    if os.geteuid() != 0:
+        print("courses.py: run it as root (it sets owners)", file=sys.stderr)
+        return 1
+    site = json.loads(Path(argv[0]).read_text())
+    exchange = Path(site.get("exchange", "/srv/nbgrader/exchange"))
+    _dir(exchange, 0, 0, 0o755)
+    _dir(Path(site.get("state_dir", "/var/lib/tdl-hub")), 0, 0, 0o700)
+    for course in site.get("courses", []):
+        try:
+            pw = pwd.getpwnam(course["grader"])
+        except KeyError:
+            print(f"courses.py: the grader account {course['grader']!r} of course {course['id']!r} does not "
+                  "exist (useradd --create-home it first)", file=sys.stderr)
+            return 1
+        uid, gid = pw.pw_uid, pw.pw_gid
+        base = exchange / course["id"]
+        _dir(base, uid, gid, 0o755)
+        _dir(base / "outbound", uid, gid, 0o755)
+        _dir(base / "inbound", uid, gid, 0o2733)
+        _dir(base / "feedback", uid, gid, 0o711)
+        root = Path(course["root"])
+        _dir(root, uid, gid, 0o700)
+        if not (root / "nbgrader_config.py").exists():
+            shutil.copy(REPO / "assignments" / "nbgrader_config.py", root / "nbgrader_config.py")
+            if not (root / "source").exists():
+                shutil.copytree(REPO / "assignments" / "source", root / "source")
+            for p in [root / "nbgrader_config.py", root / "source", *(root / "source").rglob("*")]:
+                os.chown(p, uid, gid)
+        print(f"course {course['id']}: exchange {base}, root {root}, grader {course['grader']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
