@@ -33,7 +33,7 @@ from torch import nn
 
 import tdlcourse
 from tdlcourse import (approximation, capacity, checkpoint, curvature, data, deeplinear, device, implicit, infotheory, landscape,
-                       meanfield, models, ntk, pacbayes, parity, plots, randmat, randomfeatures, randomization, regions,
+                       meanfield, models, ntk, pacbayes, parity, plots, pruning, randmat, randomfeatures, randomization, regions,
                        simplicity, spectral, train, validate, widgets)
 
 
@@ -442,6 +442,62 @@ CASES: dict[str, Bad] = {
     "widgets.label_noise_slider_figure": Bad(lambda: widgets.label_noise_slider_figure([]), "runs", "[]"),
     "widgets.explore_label_noise": Bad(lambda: widgets.explore_label_noise([], static=True), "runs", "[]"),
     "widgets.explore": Bad(lambda: widgets.explore(lambda v: None, [], label="alpha", static=True), "values", "[]"),
+    # ---- h11A
+    "pruning.frankle_carbin_rates": Bad(lambda: pruning.frankle_carbin_rates(_mlp(), hidden=1.5), "hidden", "1.5"),
+    "pruning.magnitude_masks": Bad(lambda: pruning.magnitude_masks(_mlp(), 1.0), "sparsity", "1"),
+    "pruning.random_masks": Bad(lambda: pruning.random_masks(_mlp(), -0.5), "sparsity", "-0.5"),
+    "pruning.sparsity": Bad(lambda: pruning.sparsity({}), "masks", "{}"),
+    "pruning.layer_sparsity": Bad(lambda: pruning.layer_sparsity({"0.weight": 3}), "masks", "3"),
+    "pruning.MaskedLinear": Bad(lambda: pruning.MaskedLinear(nn.Linear(2, 3), torch.ones(2, 2)), "mask", "(2, 2)"),
+    "pruning.apply_masks": Bad(lambda: pruning.apply_masks(_mlp(), {"0.weight": torch.ones(2, 2)}), "masks", "(2, 2)"),
+    "pruning.rewind": Bad(lambda: pruning.rewind(_mlp(), {"0.weight": torch.ones(5)}), "masks", "(5,)"),
+    "pruning.reinit": Bad(lambda: pruning.reinit(_mlp(), seed=1.5), "seed", "1.5"),
+    "pruning.train_masked": Bad(lambda: pruning.train_masked([_mlp(2, 2)], {}, _data(), steps=0), "steps", "0"),
+    "pruning.iterative_magnitude_pruning": Bad(lambda: pruning.iterative_magnitude_pruning(
+        [_mlp(2, 2)], _data(), rounds=0, steps=2), "rounds", "0"),
+    "pruning.edge_popup": Bad(lambda: pruning.edge_popup([_mlp(2, 2)], _data(), sparsity=1.0, steps=2), "sparsity", "1"),
+    # ---- h12L
+    "data.ib12": Bad(lambda: data.ib12(train_fraction=0.0), "train_fraction", "0"),
+    "infotheory.markov_chain_information": Bad(lambda: infotheory.markov_chain_information(
+        [0.5, 0.5], [[1.1, -0.1], [0.1, 0.9]], [[1.0, 0.0], [0.0, 1.0]]), "w_xy[0, 1]", "-0.1"),
+    "infotheory.symmetric_channel_information": Bad(lambda: infotheory.symmetric_channel_information(1, 0.1), "k", "1"),
+    "infotheory.channel_check": Bad(lambda: infotheory.channel_check(1.5, 100), "q", "1.5"),
+    "infotheory.binned_entropy": Bad(lambda: infotheory.binned_entropy(np.ones((3, 2)), bins=1), "bins", "1"),
+    "infotheory.record_activations": Bad(lambda: infotheory.record_activations(
+        [nn.Sequential(nn.Linear(2, 2))], (torch.zeros(2, 2), torch.zeros(2, dtype=torch.long)), torch.zeros(2, 2),
+        [0, -3], steps=1), "record_steps[1]", "-3"),
+    "infotheory.information_planes": Bad(lambda: infotheory.information_planes(
+        infotheory.ActivationTrace(np.arange(1), (np.zeros((1, 1, 4, 2), np.float32),), ("t",), []),
+        np.arange(4), np.zeros(4), bins=(1,)), "bins[0]", "1"),
+    "infotheory.compression_fraction": Bad(lambda: infotheory.compression_fraction(np.zeros((2, 0))), "i_xt", "(2, 0)"),
+    # ---- h10L
+    "deeplinear.product_loss_hessian_eigs": Bad(lambda: deeplinear.product_loss_hessian_eigs(np.ones(1), 1.0), "w", "(1,)"),
+    "deeplinear.relu_population_loss": Bad(lambda: deeplinear.relu_population_loss(np.ones((2, 3)), np.ones((2, 4))),
+                                           "W", "3"),
+    "deeplinear.teacher_student_data": Bad(lambda: deeplinear.teacher_student_data(np.eye(2), 0), "n_train", "0"),
+    "deeplinear.relu_student": Bad(lambda: deeplinear.relu_student(0, 3), "d", "0"),
+    "deeplinear.student_population_losses": Bad(lambda: deeplinear.student_population_losses([nn.Linear(2, 1)], np.eye(2)),
+                                                "students", "Linear"),
+    "deeplinear.stuck_fraction": Bad(lambda: deeplinear.stuck_fraction([1.0, 0.0], 0.0), "threshold", "0"),
+    # (after the existing "landscape." entries)
+    "landscape.path_barrier": Bad(lambda: landscape.path_barrier([1.0]), "losses", "1"),
+    "landscape.convexity_map": Bad(lambda: landscape.convexity_map(_mlp(), _mse, _batch(), torch.zeros(2, _nparams(_mlp())),
+                                                                   tol=0.0), "tol", "0"),
+    # ---- h11L
+    "data.k_pattern": Bad(lambda: data.k_pattern(8, 3, n_train=10, n_test=10, location=6), "location", "6"),
+    "data.single_relu": Bad(lambda: data.single_relu(3, n_train=10, n_test=10, noise=-1.0), "noise", "-1"),
+    "parity.parity_task": Bad(lambda: parity.parity_task(5, 4, n_train=10, n_test=10), "d", "4"),
+    "parity.variance_bound": Bad(lambda: parity.variance_bound(-1.0, 3), "g2", "-1"),
+    "parity.sq_max_correlated": Bad(lambda: parity.sq_max_correlated(1.0), "tau", "1"),
+    "parity.sq_query_lower_bound": Bad(lambda: parity.sq_query_lower_bound(0, 0.5), "n_functions", "0"),
+    "parity.Windows": Bad(lambda: parity.Windows(0), "k", "0"),
+    "parity.window_cnn": Bad(lambda: parity.window_cnn(5, 6, 2), "k", "6"),
+    "parity.tanh_net_parity_variance": Bad(lambda: parity.tanh_net_parity_variance(np.ones((2, 3)), np.ones(3),
+                                                                                   np.ones(2)), "b", "(3,)"),
+    "parity.tanh_net_parity_bound": Bad(lambda: parity.tanh_net_parity_bound(np.ones(3), np.ones(3), np.ones(3)),
+                                        "W", "(3,)"),
+    "randomfeatures.relu_hermite_coefficients": Bad(lambda: randomfeatures.relu_hermite_coefficients(-1), "kmax", "-1"),
+    "randomfeatures.relu_polynomial_floor": Bad(lambda: randomfeatures.relu_polynomial_floor(1.5), "degree", "1.5"),
 }
 
 _RECORD = "a result record (frozen dataclass / named tuple) built by the library, no argument checked"
@@ -533,6 +589,24 @@ EXEMPT: dict[str, str] = {
     "train.Resolved": "a TrainConfig resolved by the library (TrainConfig.resolve); the config was checked",
     "train.SweepResult": _RECORD,
     "widgets.is_static": "takes no argument",
+    # ---- h11A
+    "pruning.prunable": "takes a model; nothing to validate",
+    "pruning.masks_of": "takes a model; nothing to validate",
+    "pruning.remove_masks": "takes a model; nothing to validate",
+    "pruning.MaskedTraining": _RECORD,
+    "pruning.IMPResult": _RECORD,
+    "pruning.SubnetworkResult": _RECORD,
+    # ---- h12L
+    "data.ib12_points": "takes no argument",
+    "data.ib12_patterns": "takes no argument",
+    "data.ib12_labels": "takes no argument",
+    "infotheory.ChannelCheck": _RECORD,
+    "infotheory.ActivationTrace": _RECORD,
+    "infotheory.PlaneSweep": _RECORD,
+    "infotheory.Compression": _RECORD,
+    # ---- h10L
+    "deeplinear.StuckFraction": _RECORD,
+    "landscape.ConvexityMap": _RECORD,
 }
 
 

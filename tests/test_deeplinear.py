@@ -101,3 +101,78 @@ def test_bad_input_names_the_parameter():
     with pytest.raises(ValueError, match="sigma_yx"):
         dl.train_deep_linear(np.ones(3), (2,))
     assert math.isnan(dl.learning_times(dl.train_deep_linear(_target(), (4,), steps=2)).measured[0])
+
+
+# ------------------------------------------------ chapter 10: the scalar product loss and teacher-student
+
+def test_product_loss_hessian_against_autograd_and_special_points():
+    np.testing.assert_allclose(dl.product_loss_hessian_eigs(np.array([2.0, 0.5]), 1.0), [0.0, 4.25], atol=1e-12)  # syllabus
+    rng = np.random.default_rng(0)
+    for D in (2, 3, 4, 5):
+        for _ in range(3):
+            w, s = rng.normal(size=D), float(rng.normal())
+            H = torch.autograd.functional.hessian(lambda t: 0.5 * (torch.prod(t) - s) ** 2, torch.tensor(w))
+            np.testing.assert_allclose(dl.product_loss_hessian_eigs(w, s), np.linalg.eigvalsh(H.numpy()), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dl.product_loss_hessian_eigs(np.zeros(2), 1.5), [-1.5, 1.5])  # strict saddle
+    np.testing.assert_allclose(dl.product_loss_hessian_eigs(np.zeros(4), 1.5), np.zeros(4))  # degenerate saddle
+    w = np.array([0.5, 2.0, 3.0])  # p = s = 3: a global minimum, H = g g^T
+    g = np.array([6.0, 1.5, 1.0])
+    np.testing.assert_allclose(dl.product_loss_hessian_eigs(w, 3.0), [0.0, 0.0, g @ g], atol=1e-12)
+    with pytest.raises(ValueError, match="w must"):
+        dl.product_loss_hessian_eigs(np.ones(1), 1.0)
+    with pytest.raises(ValueError, match="s must"):
+        dl.product_loss_hessian_eigs(np.ones(2), float("nan"))
+
+
+def test_relu_population_loss_against_monte_carlo():
+    rng = np.random.default_rng(1)
+    V, W = rng.normal(size=(3, 4)), rng.normal(size=(5, 4))
+    x = rng.normal(size=(400_000, 4))
+    r = np.maximum(x @ W.T, 0).sum(1) - np.maximum(x @ V.T, 0).sum(1)
+    samples = 0.5 * r ** 2
+    se = samples.std(ddof=1) / math.sqrt(len(samples))
+    assert abs(dl.relu_population_loss(W, V) - samples.mean()) < 4 * se
+    assert dl.relu_population_loss(V[[2, 0, 1]], V) == pytest.approx(0.0, abs=1e-12)  # a permuted teacher
+    # W = 0: L = (1/2) E (sum relu)^2 = (1/2)(k/2 + k(k-1)/(2 pi)) for an orthonormal teacher
+    k = 4
+    assert dl.relu_population_loss(np.zeros((2, k)), np.eye(k)) == pytest.approx(0.5 * (k / 2 + k * (k - 1) / (2 * math.pi)))
+    with pytest.raises(ValueError, match="W has input dimension"):
+        dl.relu_population_loss(np.ones((2, 3)), V)
+
+
+def test_teacher_student_data_and_student_train_together():
+    V = np.eye(3)
+    data = dl.teacher_student_data(V, 256, 64, seed=0, dtype=torch.float64)
+    assert data.x_train.shape == (256, 3) and data.y_train.shape == (256, 1) and len(data.x_test) == 64
+    torch.testing.assert_close(data.y_train, torch.relu(data.x_train).sum(1, keepdim=True))
+    students = [dl.relu_student(3, 6, seed=s, dtype=torch.float64) for s in range(3)]
+    before = dl.student_population_losses(students, V)
+    out_before = [m[2].weight.clone() for m in students]
+    from tdlcourse.train import fit_ensemble
+
+    fit_ensemble(students, data, steps=300, lr=0.05, optimizer="adam", loss="mse", progress=False)
+    after = dl.student_population_losses(students, V)
+    assert np.all(after < 0.05 * before)  # the over-parametrized student fits the teacher
+    assert all(torch.equal(m[2].weight, w) for m, w in zip(students, out_before))  # output weights stay fixed
+    # the sample loss of mse estimates 2 L
+    m = students[0]
+    with torch.no_grad():
+        big = dl.teacher_student_data(V, 200_000, seed=5, dtype=torch.float64)
+        sq = ((m(big.x_train) - big.y_train) ** 2).reshape(-1).numpy()
+    assert abs(sq.mean() / 2 - after[0]) < 4 * sq.std() / 2 / math.sqrt(len(sq))
+    with pytest.raises(ValueError, match="students\\[0\\]"):
+        dl.student_population_losses([torch.nn.Linear(3, 1)], V)
+
+
+def test_stuck_fraction_wilson_interval_matches_scipy():
+    from scipy.stats import binomtest
+
+    for count, n in ((0, 50), (3, 10), (37, 100), (50, 50)):
+        losses = np.r_[np.full(count, 1.0), np.full(n - count, 1e-5)]
+        sf = dl.stuck_fraction(losses, 1e-2, confidence=0.9)
+        ci = binomtest(count, n).proportion_ci(confidence_level=0.9, method="wilson")
+        assert (sf.count, sf.n) == (count, n) and sf.fraction == count / n
+        assert sf.lo == pytest.approx(ci.low, abs=1e-12) and sf.hi == pytest.approx(ci.high, abs=1e-12)
+    assert dl.stuck_fraction([np.nan, 0.0], 0.1).count == 1  # a diverged run counts as stuck
+    with pytest.raises(ValueError, match="threshold"):
+        dl.stuck_fraction([1.0], 0.0)

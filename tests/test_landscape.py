@@ -9,6 +9,7 @@ from torch import nn
 
 from tdlcourse import landscape as LS
 from tdlcourse import plots
+from tdlcourse import curvature as C
 
 from conftest import assert_untouched, snapshot
 
@@ -300,3 +301,53 @@ def test_loss_surface_figure():
     assert any(t.name == "trained point" for t in fig.data)
     with pytest.raises(ValueError, match="shape"):
         plots.loss_surface(s.alphas, s.betas, s.losses.T)
+
+
+# ------------------------------------------------------------ chapter 10: barriers and convexity maps
+
+def test_path_barrier_of_hand_made_profiles_and_of_a_trivial_path():
+    assert LS.path_barrier([1.0, 3.0, 2.0]) == pytest.approx(1.0)  # 3 - max(1, 2)
+    assert LS.path_barrier(torch.tensor([2.0, 1.0, 0.5])) == 0.0  # never above its higher end
+    assert LS.path_barrier(LS.Surface1D(torch.linspace(0, 1, 3), torch.tensor([0.0, -1.0, 0.5]))) == 0.0  # the max is an end
+    m = mlp(1)
+    line = LS.interpolate(m, copy.deepcopy(m), CE, cls_data(), steps=7)
+    assert LS.path_barrier(line) == pytest.approx(0.0, abs=1e-12)  # from a model to itself: flat
+    with pytest.raises(ValueError, match="losses"):
+        LS.path_barrier([1.0])
+
+
+def test_convexity_map_matches_the_dense_hessian_at_every_grid_point():
+    m = mlp(2)
+    data = cls_data(2)
+    before = snapshot(m)
+    dirs = LS.random_directions(m, 2, seed=3)
+    cm = LS.convexity_map(m, CE, data, dirs, span=0.8, steps=(3, 5), tol=1e-6, max_steps=200)
+    assert_untouched(m, before)
+    assert cm.ratio.shape == (3, 5) and bool(cm.converged.all())
+    theta = LS.flat_params(m)
+    work = copy.deepcopy(m)
+    spec = LS.param_spec(m)
+    for i, a in enumerate(cm.alphas.tolist()):
+        for j, b in enumerate(cm.betas.tolist()):
+            with torch.no_grad():
+                for name, v in spec.unflatten(theta + a * dirs[0] + b * dirs[1]).items():
+                    work.get_parameter(name).copy_(v)
+            ev = torch.linalg.eigvalsh(C.full_hessian(work, CE, data))
+            assert float(cm.lambda_max[i, j]) == pytest.approx(float(ev[-1]), rel=1e-5, abs=1e-9)
+            assert float(cm.lambda_min[i, j]) == pytest.approx(float(ev[0]), rel=1e-5, abs=1e-9)
+            exact = abs(float(ev[0] / ev[-1]))
+            assert abs(float(cm.ratio[i, j]) - exact) <= float(cm.ratio_error[i, j]) + 1e-9
+    assert cm.mean_ratio == pytest.approx(float(cm.ratio.mean()))
+
+
+def test_convexity_map_is_zero_for_a_convex_quadratic_and_reports_loose_tolerance():
+    model, data, A = least_squares(seed=4)
+    dirs = LS.random_directions(model, 2, normalization="none", seed=1)
+    cm = LS.convexity_map(model, MSE, data, dirs, steps=3, tol=1e-8)
+    ev = torch.linalg.eigvalsh(2 * A)  # MSE's Hessian is 2 X^T X / n everywhere
+    torch.testing.assert_close(cm.lambda_max, torch.full((3, 3), float(ev[-1]), dtype=torch.float64), rtol=1e-6, atol=0)
+    torch.testing.assert_close(cm.ratio, (ev[0] / ev[-1]).abs().expand(3, 3).double(), rtol=1e-5, atol=1e-8)
+    with pytest.raises(ValueError, match="steps"):
+        LS.convexity_map(model, MSE, data, dirs, steps=4)
+    with pytest.raises(ValueError, match="tol"):
+        LS.convexity_map(model, MSE, data, dirs, tol=0.0)

@@ -79,7 +79,7 @@ def test_lab_stated_results_hold_at_cpu_scale(book, path):
     verdicts = [line.split("]")[0] + "]" for line in printed.splitlines() if line.startswith("[")]
     assert len(verdicts) >= 3, f"{path.name}: only {len(verdicts)} claims printed:\n{printed}"
     assert set(verdicts) == {"[ok]"}, f"{path.name}: a claim fails at {BOOK_SCALE} scale:\n{printed}"
-    expected = {"01_": 4, "02_": 23, "03_": 16, "04_": 16, "05_": 14, "06_": 14, "07_": 17, "08_": 13, "09_": 12}.get(path.name[:3])  # a claim that vanished would go unnoticed
+    expected = {"01_": 4, "02_": 23, "03_": 16, "04_": 16, "05_": 14, "06_": 14, "07_": 17, "08_": 13, "09_": 12, "10_": 13, "11_": 13, "12_": 19}.get(path.name[:3])  # a claim that vanished would go unnoticed
     if expected is not None:
         assert len(verdicts) == expected, f"{path.name}: {len(verdicts)} claims printed, {expected} expected"
 

@@ -251,3 +251,51 @@ def test_the_closed_form_does_not_import_torch():
             "rf.least_squares([[1.0, 2.0]], [1.0]); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+# ------------------------------------------------------------------ chapter 11: relu's Hermite expansion
+
+def test_relu_hermite_coefficients_by_half_line_moments():
+    # a_k = E[z He_k(z) 1{z > 0}] / sqrt(k!) from He_k's power-series coefficients and the exact
+    # half-line Gaussian moments E[z^m 1{z > 0}] = 2^{m/2} Gamma((m + 1)/2) / (2 sqrt(pi)).
+    from numpy.polynomial.hermite_e import herme2poly
+    a = rf.relu_hermite_coefficients(16)
+    half = [2 ** (m / 2) * math.gamma((m + 1) / 2) / (2 * math.sqrt(math.pi)) for m in range(20)]
+    for k in range(17):
+        c = np.zeros(k + 1)
+        c[k] = 1.0
+        poly = herme2poly(c)                               # He_k(z) = sum_i poly[i] z^i
+        val = sum(poly[i] * half[i + 1] for i in range(k + 1))
+        scale = sum(abs(poly[i]) * half[i + 1] for i in range(k + 1))   # bounds the cancellation error
+        assert abs(a[k] - val / math.sqrt(math.factorial(k))) < 1e-13 * scale
+
+
+def test_relu_hermite_parseval_and_floors():
+    a = rf.relu_hermite_coefficients(20000)
+    # tail: a_k^2 ~ c k^{-5/2}, so the sum beyond K is below 2 K^{-3/2} (checked loosely)
+    assert abs(np.sum(a ** 2) - 0.5) < 2 * 20000 ** -1.5
+    var = 0.5 - 1 / (2 * math.pi)
+    assert rf.relu_polynomial_floor(0) == pytest.approx(1.0, rel=1e-12)
+    assert rf.relu_polynomial_floor(1) == pytest.approx((var - 0.25) / var, rel=1e-12)
+    assert rf.relu_polynomial_floor(2) == pytest.approx(rf.relu_polynomial_floor(3), rel=1e-12)
+    assert rf.relu_polynomial_floor(2) == pytest.approx((var - 0.25 - 1 / (4 * math.pi)) / var, rel=1e-12)
+
+
+def test_relu_polynomial_floor_is_a_least_squares_error():
+    # Monte Carlo: least squares of relu(z) on 1, z, ..., z^L over many Gaussian samples.
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal(400000)
+    y = np.maximum(z, 0)
+    for L in (1, 2, 4):
+        V = np.vander(z, L + 1)
+        r = y - V @ np.linalg.lstsq(V, y, rcond=None)[0]
+        r2 = r ** 2
+        mc, se = r2.mean() / y.var(), r2.std() / math.sqrt(len(z)) / y.var()
+        assert abs(mc - rf.relu_polynomial_floor(L)) < 4 * se + 1e-4   # + the fitted coefficients' bias ~ L/n
+
+
+def test_relu_floor_bad_input():
+    with pytest.raises(ValueError, match="degree"):
+        rf.relu_polynomial_floor(-1)
+    with pytest.raises(ValueError, match="kmax"):
+        rf.relu_hermite_coefficients(1.5)

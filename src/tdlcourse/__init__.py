@@ -4,10 +4,9 @@ One module per idea, named for it; nothing is imported here, so import the modul
 ``from tdlcourse import capacity; capacity.vc_gap(100, 1797, 0.05)``. Each module's docstring
 states its conventions and the papers it follows.
 
-Module -> chapter -> lab -> tests. Parts I to III, chapters 1-9, are built (chapter 1: page
+Module -> chapter -> lab -> tests. All twelve chapters are built (chapter 1: page
 ``book/01_generalization_puzzle.md``, lab ``labs/01_generalization_puzzle.ipynb``, assignment
-``assignments/source/hw01/``; chapters 2-9 likewise); the modules of the planned chapters 10-12
-are written and tested ahead of their pages and labs.
+``assignments/source/hw01/``; chapters 2-12 likewise).
 
 ==================  =====================================================  ========================
 module              chapter (lab)                                          tests (``tests/``)
@@ -24,13 +23,14 @@ module              chapter (lab)                                          tests
 ``randmat``         7 gradients, dynamical isometry (lab 07)               ``test_randmat.py``
 ``ntk``             8 infinite width: NNGP and NTK (lab 08)                ``test_ntk.py`` ...
 ``spectral``        9 spectral bias (lab 09)                               ``test_spectral.py``
-``deeplinear``      10 deep linear nets, Saxe dynamics (planned)           ``test_deeplinear.py``
-``curvature``       10 loss landscapes and optimization (planned)          ``test_curvature.py``
-``landscape``       10 loss landscapes and optimization (planned)          ``test_landscape.py``
-``parity``          11 failures of gradient-based learning (planned)       ``test_parity.py``
-``infotheory``      12 information bottleneck (planned)                    ``test_infotheory.py``
+``deeplinear``      10 Saxe dynamics, teacher-student nets (lab 10)        ``test_deeplinear.py``
+``curvature``       10 Hessian spectra, trace, density (lab 10)            ``test_curvature.py``
+``landscape``       10 surfaces, convexity, mode connectivity (lab 10)     ``test_landscape.py``
+``parity``          11 parity, SQ bounds, k-patterns (lab 11)              ``test_parity.py``
+``pruning``         11 lottery tickets: IMP with rewinding, edge-popup     ``test_pruning.py``
+``infotheory``      12 information bottleneck, binned MI (lab 12)          ``test_infotheory.py``
 ``device``          every lab: device, seeds, the ci/cpu/gpu scales        ``test_device.py``
-``data``            every lab: digits, corrupted labels, MNIST, CIFAR-10   ``test_data.py``
+``data``            every lab: digits, MNIST, CIFAR-10; the tasks of 11, 12 ``test_data.py`` ...
 ``models``          every lab: MLP/CNN/ResMLP with explicit init (6, 7)    ``test_models.py``
 ``layers``          the one parser of an MLP, the activation table         ``test_layers.py``
 ``train``           every lab: ``fit``, ``fit_ensemble``, ``fit_sweep``    ``test_train.py``

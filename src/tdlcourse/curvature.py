@@ -2,7 +2,7 @@
 density and the dense Hessian of tiny models; ``hutchpp_trace`` is the Hutch++ estimator for any
 matrix given by its products.
 
-Notation (of the loss-landscape chapter, planned as chapter 10): theta in R^P are the trainable parameters (layout in
+Notation (of chapter 10, loss landscapes): theta in R^P are the trainable parameters (layout in
 ``tdlcourse._functional``), L(theta) = sum_b (n_b/N) loss_fn(f_theta(x_b), y_b) the loss of the data
 and H = nabla^2 L(theta) its P x P Hessian, with eigenvalues lambda_1 >= ... >= lambda_P.
 

@@ -423,3 +423,135 @@ def cifar10(root: str | os.PathLike | None = None, *, download: bool = True, fla
     xtr, ytr, xte, yte = read_cifar10(path)
     return _image_data(xtr, ytr, xte, yte, name="cifar10", flatten=flatten, standardize=standardize,
                        n_train=n_train, n_test=n_test, seed=seed, dtype=dtype)
+
+
+# --- Chapter 11 tasks (k-pattern, single ReLU neuron) -------------------------------------------
+
+
+def _pm1(rng: np.random.Generator, rows: int, n: int) -> np.ndarray:
+    """rows points uniform on {-1, +1}^n."""
+    return 1.0 - 2.0 * rng.integers(0, 2, size=(rows, n))
+
+
+def k_pattern(n: int, k: int, *, n_train: int, n_test: int, location: int | None = None, seed: int = 0,
+              dtype: torch.dtype = torch.float32) -> Data:
+    """The k-pattern task of Malach & Shalev-Shwartz 2020 ("Computational separation between
+    convolutional and fully-connected networks", ICLR 2021, Sec. 3): the label depends only on the
+    k consecutive bits at one unknown location j,
+
+        x uniform on {-1, +1}^n,   y = g(x_j, ..., x_{j+k-1}),   g = the k-bit parity prod_i x_{j+i},
+
+    returned as class 1 where the parity is -1 and class 0 where it is +1 (two balanced classes).
+    A convolution of width k with a per-position read-out contains the target; a fully connected
+    net trained by gradient descent is invariant to permuting the inputs, so it must in effect find
+    a k-parity among all C(n, k) subsets (their Thm 3: exponential in k for such nets, polynomial in
+    n and 2^k for the CNN). ``location`` j in [0, n - k] is drawn with ``seed`` when None; the
+    name records it. Train and test points are drawn independently.
+    """
+    n = validate.positive_int("n", n)
+    k = validate.integer("k", k, lo=1, hi=n)
+    n_train, n_test = validate.positive_int("n_train", n_train), validate.positive_int("n_test", n_test)
+    rng = np.random.default_rng([validate.integer("seed", seed, lo=0), 11])
+    j = int(rng.integers(0, n - k + 1)) if location is None else validate.integer("location", location, lo=0, hi=n - k)
+    x = _pm1(rng, n_train + n_test, n)
+    y = (np.prod(x[:, j:j + k], axis=1) < 0).astype(np.int64)
+    xt, yt = torch.as_tensor(x, dtype=dtype), torch.as_tensor(y)
+    return Data(xt[:n_train], yt[:n_train], xt[n_train:], yt[n_train:], num_classes=2,
+                name=f"{k}-pattern of n={n} bits at location {j}")
+
+
+def single_relu(d: int, *, n_train: int, n_test: int, noise: float = 0.0, seed: int = 0,
+                dtype: torch.dtype = torch.float32) -> Data:
+    """One ReLU neuron as a regression target (Yehudai & Shamir 2019, "On the power and limitations
+    of random features for understanding neural networks", NeurIPS, Thm 4.2):
+
+        x ~ N(0, I_d),   y = max(0, <w*, x>) + noise * N(0, 1),   w* uniform on the unit sphere,
+
+    so E[y] = 1/sqrt(2 pi), Var(relu part) = 1/2 - 1/(2 pi). Their theorem: a random-features model
+    sum_i u_i sigma(<w_i, x>) with the w_i drawn from a fixed distribution needs exp(Omega(d))
+    features, or exponentially large read-out weights, to reach error below a constant, while
+    gradient descent on the neuron itself learns it. Float targets of shape [n]; ``w*`` is drawn
+    from (seed, 12), the inputs and noise from (seed, 13), so one seed gives one w* for every n.
+    """
+    d = validate.positive_int("d", d)
+    n_train, n_test = validate.positive_int("n_train", n_train), validate.positive_int("n_test", n_test)
+    noise = validate.nonnegative("noise", noise)
+    seed = validate.integer("seed", seed, lo=0)
+    w = np.random.default_rng([seed, 12]).standard_normal(d)
+    w /= np.linalg.norm(w)
+    rng = np.random.default_rng([seed, 13])
+    x = rng.standard_normal((n_train + n_test, d))
+    y = np.maximum(x @ w, 0.0) + noise * rng.standard_normal(n_train + n_test)
+    xt, yt = torch.as_tensor(x, dtype=dtype), torch.as_tensor(y, dtype=dtype)
+    return Data(xt[:n_train], yt[:n_train], xt[n_train:], yt[n_train:], name=f"relu(w*.x), d={d}")
+
+
+
+# --- Chapter 12 task (the 12-bit information-bottleneck task) -----------------------------------
+#
+# Shwartz-Ziv & Tishby 2017 train small nets on 12 binary inputs "that represent 12 uniformly
+# distributed points on a 2D sphere", labelled by Theta(f(x) - theta) with f spherically symmetric;
+# the paper does not give f, so this is our own rotation-invariant choice (documented in ib12_labels).
+
+IB12_GAMMA = 0.5       # weight of the squared dipole moment in f
+IB12_THRESHOLD = 4.525  # theta: y = 1 iff f(x) > theta; 1996 of the 4096 patterns (48.73%) get y = 1
+# (192 patterns have f = 9/2 exactly and the nearest other value of f is 4.5528: theta = 4.525 keeps every
+# |f - theta| >= 0.025, so float rounding cannot flip a label)
+
+
+def ib12_points() -> np.ndarray:
+    """The 12 vertices of a regular icosahedron, (0, +-1, +-phi) and its cyclic shifts with
+    phi = (1 + sqrt 5) / 2, scaled to the unit sphere: the 12 most uniformly spread points of S^2.
+    Returns a float64 array [12, 3]; any two distinct vertices have p_i . p_j in {+-1/sqrt 5, -1}."""
+    phi = (1.0 + 5.0 ** 0.5) / 2.0
+    pts = []
+    for a in (-1.0, 1.0):
+        for b in (-1.0, 1.0):
+            pts += [(0.0, a, b * phi), (a, b * phi, 0.0), (b * phi, 0.0, a)]
+    p = np.array(pts)
+    return p / np.linalg.norm(p, axis=1, keepdims=True)
+
+
+def ib12_patterns() -> np.ndarray:
+    """All 4096 binary patterns of 12 bits, [4096, 12] int64: row c holds the bits of the integer c,
+    bit i = (c >> i) & 1 (so the row index is the pattern's identity X, as the information plane needs)."""
+    codes = np.arange(4096)
+    return (codes[:, None] >> np.arange(12)) & 1
+
+
+def ib12_labels() -> np.ndarray:
+    r"""Labels [4096] (int64, 0/1) of the 12-bit task, in the row order of ``ib12_patterns``.
+
+    Bit x_i = 1 marks the icosahedron vertex p_i (``ib12_points``). With the count
+    :math:`n(x) = \sum_i x_i` and the squared dipole moment :math:`d(x) = \|\sum_i x_i p_i\|^2`,
+
+    .. math:: f(x) = n(x) - \gamma\, d(x), \qquad y = \mathbb 1[f(x) > \theta],\quad \gamma = 1/2,\ \theta = 4.525.
+
+    Since p_i . p_j is 1, +-1/sqrt 5 or -1, f(x) = n/2 + a(x) - (b_+(x) - b_-(x)) / sqrt 5, with a the
+    number of marked antipodal pairs and b_+- the marked pairs at dot product +-1/sqrt 5. Its values
+    nearest the threshold are 4.5 (192 patterns, labelled 0) and 4.5528: no |f - theta| is below 0.025.
+
+    f depends on x only through quantities unchanged by a rotation (or reflection) of the sphere that
+    maps the vertices onto themselves, so the labelling is spherically symmetric in the sense of
+    Shwartz-Ziv & Tishby 2017: patterns with more marked points get y = 1, and among patterns of 5 to 8
+    marked points the more evenly spread ones (small dipole) get y = 1. 1996 patterns (48.73%) have y = 1.
+    """
+    bits = ib12_patterns()
+    f = bits.sum(axis=1) - IB12_GAMMA * ((bits @ ib12_points()) ** 2).sum(axis=1)
+    return (f > IB12_THRESHOLD).astype(np.int64)
+
+
+def ib12(train_fraction: float = 0.85, *, seed: int = 0, dtype: torch.dtype = torch.float32,
+         device: torch.device | str | None = None) -> Data:
+    """The 12-bit information-bottleneck task as a ``Data`` split (Shwartz-Ziv & Tishby 2017 train on
+    85% of the 4096 patterns): inputs 2 x - 1 in {-1, +1}^12 (``ib12_patterns``), labels ``ib12_labels``,
+    2 classes. A random ``train_fraction`` in (0, 1] of the patterns (permutation drawn with ``seed``)
+    is the training set, the rest the test set (empty when ``train_fraction`` = 1)."""
+    train_fraction = validate.in_interval("train_fraction", train_fraction, 0.0, 1.0, closed="right")
+    x, y = 2 * ib12_patterns() - 1, ib12_labels()
+    perm = np.random.default_rng(seed).permutation(4096)
+    n_train = max(1, int(round(train_fraction * 4096)))
+    tr, te = perm[:n_train], perm[n_train:]
+    t = lambda a, dt: torch.as_tensor(a, dtype=dt, device=device)  # noqa: E731
+    return Data(t(x[tr], dtype), t(y[tr], torch.long), t(x[te], dtype), t(y[te], torch.long), num_classes=2,
+                name="ib12")

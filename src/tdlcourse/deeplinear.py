@@ -22,6 +22,13 @@ For two layers started balanced and aligned with the modes (:math:`W_1 = \sum_k 
 strongest first, in a sigmoidal jump. From a small *random* init the same holds approximately once a
 mode's strength is well above the noise of the init: measure times from a threshold crossing
 (:func:`learning_times`), not from t = 0, where a mode's strength can even be negative.
+
+Teacher-student helpers (the nonlinear counterpart, Safran & Shamir 2018): a two-layer ReLU student
+:math:`x \mapsto \sum_{i\le n}\mathrm{relu}(w_i\cdot x)` (output weights fixed at 1, no biases) learns a
+teacher :math:`\sum_{j\le k}\mathrm{relu}(v_j\cdot x)` from Gaussian inputs :math:`x \sim N(0, I_d)`.
+Its population loss has a closed form (:func:`relu_population_loss`); with k = n gradient methods get
+stuck at spurious local minima in a fraction of the runs, which over-parametrization (n > k) removes
+(:func:`stuck_fraction` counts them with a binomial confidence interval).
 """
 
 from __future__ import annotations
@@ -31,10 +38,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from .validate import in_interval, int_sequence, nonnegative_int, positive, positive_int
 
-__all__ = ["saxe_time", "saxe_trajectory", "DeepLinearRun", "train_deep_linear", "LearningTimes", "learning_times"]
+__all__ = ["saxe_time", "saxe_trajectory", "DeepLinearRun", "train_deep_linear", "LearningTimes", "learning_times",
+           "product_loss_hessian_eigs", "relu_population_loss", "teacher_student_data", "relu_student", "student_population_losses",
+           "StuckFraction", "stuck_fraction"]
 
 
 def _check_mode(s, u0):
@@ -200,3 +210,153 @@ def _crossing(t: np.ndarray, u: np.ndarray, level: float) -> float:
     if i == 0:
         return float(t[0])
     return float(t[i - 1] + (level - u[i - 1]) * (t[i] - t[i - 1]) / (u[i] - u[i - 1]))
+
+
+
+def product_loss_hessian_eigs(w, s=1.0) -> np.ndarray:
+    r"""Eigenvalues (ascending, float64, shape [D]) of the Hessian of the scalar depth-D linear net's loss
+    :math:`L(w) = \tfrac12 (w_1 w_2 \cdots w_D - s)^2` at the point ``w`` (D >= 2). With
+    :math:`p = \prod_k w_k`, :math:`r = p - s` and :math:`g_i = \prod_{k \ne i} w_k`,
+
+    .. math::
+        H_{ii} = g_i^2, \qquad H_{ij} = g_i g_j + r \prod_{k \ne i, j} w_k \quad (i \ne j).
+
+    At the origin D = 2 gives {-s, s} (a strict saddle) and D >= 3 all zeros (a saddle without
+    negative curvature, Kawaguchi 2016); at a global minimum (p = s) H = g g^T. Leave-one-out
+    products are taken directly (no division), so ``w`` may contain zeros."""
+    v = np.asarray(w, dtype=float)
+    if v.ndim != 1 or v.size < 2 or not np.all(np.isfinite(v)):
+        raise ValueError(f"w must be a finite 1-D array of D >= 2 weights; got shape {v.shape}"
+                         + ("" if not v.size or np.all(np.isfinite(v)) else " with NaN/inf"))
+    if isinstance(s, bool) or not isinstance(s, (int, float, np.integer, np.floating)) or not math.isfinite(s):
+        raise ValueError(f"s must be a finite number; got {s!r}")
+    D = v.size
+    g = np.array([np.prod(np.delete(v, i)) for i in range(D)])
+    r = float(np.prod(v)) - float(s)
+    H = np.outer(g, g)
+    for i in range(D):
+        for j in range(i + 1, D):
+            H[i, j] += r * np.prod(np.delete(v, [i, j]))
+            H[j, i] = H[i, j]
+    return np.linalg.eigvalsh(H)
+
+
+# ------------------------------------------------------------------ teacher-student (chapter 10)
+
+def _weights(name: str, W, d: int | None = None) -> np.ndarray:
+    A = np.asarray(W.detach().cpu().numpy() if isinstance(W, torch.Tensor) else W, dtype=float)
+    if A.ndim == 1:
+        A = A[None]
+    if A.ndim != 2 or A.shape[0] < 1 or A.shape[1] < 1 or not np.all(np.isfinite(A)):
+        raise ValueError(f"{name} must be a finite 2-D array [units, d]; got shape {A.shape}")
+    if d is not None and A.shape[1] != d:
+        raise ValueError(f"{name} has input dimension {A.shape[1]}, the other weights {d}")
+    return A
+
+
+def _relu_kernel(A: np.ndarray, B: np.ndarray) -> float:
+    # sum_ij E[relu(a_i.x) relu(b_j.x)] = |a||b| (sin t + (pi - t) cos t) / (2 pi) (Cho & Saul 2009, n = 1)
+    na, nb = np.linalg.norm(A, axis=1)[:, None], np.linalg.norm(B, axis=1)[None, :]
+    norm = na * nb
+    c = np.divide(A @ B.T, norm, out=np.ones_like(norm), where=norm > 0).clip(-1.0, 1.0)
+    t = np.arccos(c)
+    return float((norm * (np.sqrt(1.0 - c ** 2) + (np.pi - t) * c)).sum() / (2 * np.pi))
+
+
+def relu_population_loss(W, V) -> float:
+    r"""Population loss of a two-layer ReLU student against a teacher (Safran & Shamir 2018):
+
+    .. math::
+        L(W) = \tfrac12\, E_{x \sim N(0, I_d)}\Big(\sum_{i=1}^n \mathrm{relu}(w_i\cdot x)
+               - \sum_{j=1}^k \mathrm{relu}(v_j\cdot x)\Big)^2,
+
+    exactly, through :math:`E[\mathrm{relu}(w\cdot x)\,\mathrm{relu}(v\cdot x)] =
+    \frac{\|w\|\|v\|}{2\pi}(\sin\theta + (\pi - \theta)\cos\theta)`, :math:`\theta` the angle between
+    w and v (the arc-cosine kernel of degree 1, Cho & Saul 2009). ``W``: student rows w_i (n x d),
+    ``V``: teacher rows v_j (k x d), arrays or tensors. 0 exactly when the student equals the teacher
+    up to a permutation of its units."""
+    V = _weights("V", V)
+    W = _weights("W", W, V.shape[1])
+    return 0.5 * (_relu_kernel(W, W) - 2 * _relu_kernel(W, V) + _relu_kernel(V, V))
+
+
+def teacher_student_data(teacher, n_train: int, n_test: int = 0, *, seed: int = 0,
+                         dtype: torch.dtype = torch.float32):
+    r"""Samples of the teacher :math:`y = \sum_j \mathrm{relu}(v_j\cdot x)`, :math:`x \sim N(0, I_d)`, as a
+    regression ``data.Data`` (y of shape [n, 1]; train with ``loss="mse"``, the mean of (f - y)^2, which
+    estimates 2 L). ``teacher``: the rows v_j (k x d)."""
+    from .data import Data
+
+    V = torch.tensor(_weights("teacher", teacher), dtype=torch.float64)
+    n_train, n_test = positive_int("n_train", n_train), nonnegative_int("n_test", n_test)
+    g = torch.Generator().manual_seed(int(seed))
+    x = torch.randn(n_train + n_test, V.shape[1], generator=g, dtype=torch.float64)
+    y = torch.relu(x @ V.T).sum(1, keepdim=True)
+    x, y = x.to(dtype), y.to(dtype)
+    return Data(x[:n_train], y[:n_train], x[n_train:], y[n_train:], name=f"relu teacher k={V.shape[0]}, d={V.shape[1]}")
+
+
+def relu_student(d: int, n: int, *, seed: int = 0, dtype: torch.dtype = torch.float32) -> nn.Sequential:
+    r"""The student :math:`x \mapsto \sum_{i\le n}\mathrm{relu}(w_i\cdot x)` of Safran & Shamir (2018): a
+    bias-free ``Linear(d, n)`` (PyTorch's default init, seeded), ReLU, and a ``Linear(n, 1)`` whose
+    weights are fixed at 1 (``requires_grad=False``), so only the w_i train (``fit_ensemble`` keeps
+    frozen parameters as they are). ``model[0].weight`` holds the rows w_i."""
+    d, n = positive_int("d", d), positive_int("n", n)
+    from .models import mlp
+
+    model = mlp(d, [n], 1, bias=False, seed=seed, dtype=dtype)
+    with torch.no_grad():
+        model[2].weight.fill_(1.0)
+    model[2].weight.requires_grad_(False)
+    return model
+
+
+def student_population_losses(students, teacher) -> np.ndarray:
+    """:func:`relu_population_loss` of each student of :func:`relu_student` (its ``[0].weight``) against
+    ``teacher``; one float per student."""
+    V = _weights("teacher", teacher)
+    out = []
+    for i, m in enumerate(students):
+        if not isinstance(m, nn.Sequential) or len(m) != 3 or not isinstance(m[0], nn.Linear):
+            raise ValueError(f"students[{i}] must be a model of relu_student (Linear, ReLU, fixed sum); "
+                             f"got {type(m).__name__}")
+        if not torch.all(m[2].weight == 1):
+            raise ValueError(f"students[{i}]'s output weights must be fixed at 1 (relu_student)")
+        out.append(relu_population_loss(m[0].weight.detach(), V))
+    return np.array(out)
+
+
+@dataclass(frozen=True)
+class StuckFraction:
+    """``count`` of ``n`` runs ended with a loss above ``threshold``: ``fraction`` = count / n and its
+    Wilson score interval [``lo``, ``hi``] at level ``confidence`` (Wilson 1927; good coverage even at 0
+    or n successes, unlike the normal approximation)."""
+
+    count: int
+    n: int
+    fraction: float
+    lo: float
+    hi: float
+    threshold: float
+    confidence: float
+
+
+def stuck_fraction(losses, threshold: float, confidence: float = 0.95) -> StuckFraction:
+    r"""The fraction of runs whose final loss exceeds ``threshold``, with the Wilson interval
+    :math:`\frac{\hat p + z^2/2n \pm z\sqrt{\hat p(1-\hat p)/n + z^2/4n^2}}{1 + z^2/n}`, z the
+    (1 + confidence)/2 normal quantile. NaN losses (diverged runs) count as stuck."""
+    from statistics import NormalDist
+
+    v = np.asarray(losses, dtype=float).reshape(-1)
+    if v.size < 1:
+        raise ValueError("losses must hold at least one run's final loss")
+    threshold = positive("threshold", threshold)
+    confidence = in_interval("confidence", confidence, 0.0, 1.0, closed="neither")
+    n = int(v.size)
+    count = int(np.sum(~(v <= threshold)))
+    p = count / n
+    z = NormalDist().inv_cdf((1 + confidence) / 2)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return StuckFraction(count=count, n=n, fraction=p, lo=max(0.0, centre - half), hi=min(1.0, centre + half),
+                         threshold=threshold, confidence=confidence)

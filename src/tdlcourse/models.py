@@ -1,7 +1,7 @@
 """Model builders with explicit initialization: ``mlp``, ``cnn``, ``resmlp``.
 
 With ``sigma_w2`` given, weights are drawn as W_ij ~ N(0, sigma_w2 / fan_in) and biases as
-b_i ~ N(0, sigma_b2), the mean-field convention of Poole et al. 2016 (the planned chapter 6 on signal propagation); fan_in is the
+b_i ~ N(0, sigma_b2), the mean-field convention of Poole et al. 2016 (chapter 6, signal propagation); fan_in is the
 number of inputs of a unit (in_features, or in_channels * kernel area for a convolution).
 ``init="orthogonal"`` draws each weight matrix (a convolution's reshaped to out x fan_in) as
 sqrt(sigma_w2) times a Haar orthogonal matrix (Saxe et al. 2014; Pennington et al. 2017); it needs

@@ -1,4 +1,4 @@
-r"""Neural tangent kernel and NNGP kernel: empirical (torch.func) and analytic (the planned chapter 8).
+r"""Neural tangent kernel and NNGP kernel: empirical (torch.func) and analytic (chapter 8, infinite width).
 
 Convention (NTK parametrization, Jacot et al. 2018): a fully connected net with ``depth`` hidden
 layers of width n and all weights and biases :math:`\sim N(0, 1)`,

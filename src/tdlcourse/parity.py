@@ -1,6 +1,6 @@
 """Parities defeat gradient-based learning: the gradient barely depends on the target.
 
-For chapter 11 of the course plan, failures of gradient-based learning (not built yet).
+Chapter 11, failures of gradient-based learning (lab 11).
 
 Setting (Shalev-Shwartz, Shamir, Shammah 2017, "Failures of gradient-based deep learning", Sec. 2.1):
 x uniform on {-1, +1}^n, targets the 2^n parities chi_S(x) = prod_{i in S} x_i (S subset of [n],
@@ -15,15 +15,21 @@ so for large n the full-batch gradient carries almost no information on which pa
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import grad, vmap
 
 from . import validate
+from .data import Data
+from ._functional import call, tensor_aliases
 
-__all__ = ["parity_gradient_variance", "ParityGradientVariance", "parity_inputs", "LOSSES", "MAX_N"]
+__all__ = ["parity_gradient_variance", "ParityGradientVariance", "parity_inputs", "LOSSES", "MAX_N",
+           "parity_task", "variance_bound", "sq_max_correlated", "sq_query_lower_bound", "Windows",
+           "window_cnn", "tanh_net_parity_variance", "tanh_net_parity_bound"]
 
 MAX_N = 12
 LOSSES = ("squared", "logistic")
@@ -94,6 +100,7 @@ def parity_gradient_variance(model: nn.Module, n: int, loss: str = "squared", *,
     if not params:
         raise ValueError("model has no trainable parameters")
     buffers = {k: b.detach().clone() for k, b in model.named_buffers()}
+    aliases = tensor_aliases(model)
     p0 = next(iter(params.values()))
     n_params = sum(p.numel() for p in params.values())
     N = 1 << n
@@ -102,7 +109,7 @@ def parity_gradient_variance(model: nn.Module, n: int, loss: str = "squared", *,
     chunk = validate.positive_int("chunk", chunk)
 
     def f_single(p, x):
-        out = functional_call(model, (p, buffers), (x[None],))
+        out = call(model, (p, buffers), (x[None],), aliases=aliases)
         if out.numel() != 1:
             raise ValueError(f"model must output one number per input ([B] or [B, 1]); got shape {tuple(out.shape)}")
         return out.reshape(())
@@ -111,7 +118,7 @@ def parity_gradient_variance(model: nn.Module, n: int, loss: str = "squared", *,
     X = parity_inputs(n, p0.dtype, p0.device)
     try:
         with torch.no_grad():
-            f_all = functional_call(model, (params, buffers), (X,)).reshape(N, -1)
+            f_all = call(model, (params, buffers), (X,), aliases=aliases).reshape(N, -1)
     except RuntimeError as err:
         raise ValueError(f"model could not be applied to a [{N}, {n}] batch of parity inputs (n={n}): {err}") from err
     if f_all.shape[1] != 1:
@@ -138,3 +145,153 @@ def parity_gradient_variance(model: nn.Module, n: int, loss: str = "squared", *,
     return ParityGradientVariance(
         variance=max(variance, 0.0), mean_grad_norm=mean_norm, mean_sq_grad_norm=max(variance, 0.0) + mean_norm ** 2,
         g2=g2, bound=_B_MAX[loss] ** 2 * g2 / N, n=n, n_targets=N, n_params=n_params, loss=loss)
+
+
+def variance_bound(g2: float, n: int, loss: str = "squared") -> float:
+    """The bound of Shalev-Shwartz, Shamir, Shammah 2017 (Thm 1) on the variance over the 2^n parities
+    of the full-batch gradient: Var_S(grad F_S(w)) <= b_max^2 G^2 / 2^n, with G^2 = E_x ||d f_w(x)/d w||^2
+    (``g2``) and b_max = 1 for the squared loss, 1/2 for the logistic loss (``ParityGradientVariance.bound``)."""
+    g2 = validate.nonnegative("g2", g2)
+    n = validate.nonnegative_int("n", n)
+    loss = validate.one_of("loss", loss, LOSSES)
+    return _B_MAX[loss] ** 2 * g2 / 2.0 ** n
+
+
+def parity_task(n: int, d: int | None = None, *, n_train: int, n_test: int, sparse: bool = False, seed: int = 0,
+                dtype: torch.dtype = torch.float32) -> Data:
+    """Parity of n bits as a two-class task: class 1 where chi_S(x) = prod_{i in S} x_i = -1, else 0.
+
+    Full parity (``sparse=False``): x_1..x_n uniform on {-1, +1}, S = [n], and the inputs padded with
+    d - n zero columns (``d`` defaults to n), so parities of every n share one input width and one
+    ``fit_ensemble`` (a zero column adds nothing to any pre-activation and gets a zero gradient).
+    Sparse parity (``sparse=True``): all d bits uniform, S a fixed random n-subset of [d] drawn with
+    ``seed`` (the harder task: the learner must also find S among C(d, n) subsets; Barak et al. 2022
+    "Hidden progress in deep learning: SGD learns parities near the computational limit").
+    Train and test points are drawn independently (a point may occur in both when 2^n is small).
+    """
+    n = validate.positive_int("n", n)
+    d = n if d is None else validate.integer("d", d, lo=n)
+    n_train, n_test = validate.positive_int("n_train", n_train), validate.positive_int("n_test", n_test)
+    sparse = validate.boolean("sparse", sparse)
+    rng = np.random.default_rng([validate.integer("seed", seed, lo=0), 14])
+    subset = np.sort(rng.choice(d, size=n, replace=False)) if sparse else np.arange(n)
+    x = 1.0 - 2.0 * rng.integers(0, 2, size=(n_train + n_test, d))
+    if not sparse:
+        x[:, n:] = 0.0
+    y = (np.prod(x[:, subset], axis=1) < 0).astype(np.int64)
+    xt, yt = torch.as_tensor(x, dtype=dtype), torch.as_tensor(y)
+    kind = f"sparse parity of bits {subset.tolist()} among d={d}" if sparse else f"parity of n={n} bits (d={d})"
+    return Data(xt[:n_train], yt[:n_train], xt[n_train:], yt[n_train:], num_classes=2, name=kind)
+
+
+def sq_max_correlated(tau: float) -> int:
+    """The largest number m of orthonormal functions f_1..f_m in L2(D) that one function g with
+    ||g|| <= 1 can correlate with by more than ``tau`` (|<g, f_i>| > tau): m = ceil(1/tau^2) - 1.
+
+    Bessel's inequality sum_i <g, f_i>^2 <= ||g||^2 <= 1 gives m tau^2 < 1, and
+    g = (f_1 + ... + f_m)/sqrt(m) attains it (<g, f_i> = 1/sqrt(m) > tau). For a query
+    phi: X x {-1, 1} -> [-1, 1] and a target f, E[phi(x, f(x))] = c_phi + <g_phi, f> with
+    g_phi(x) = (phi(x, 1) - phi(x, -1)) / 2, so m bounds how many targets one statistical query with
+    tolerance tau can tell apart from the rest (Blum, Furst, Jackson, Kearns, Mansour, Rudich 1994).
+    """
+    tau = validate.in_interval("tau", tau, 0.0, 1.0, closed="neither")
+    return math.ceil(1.0 / (tau * tau) - 1e-12) - 1
+
+
+def sq_query_lower_bound(n_functions: int, tau: float) -> int:
+    """The number of statistical queries of tolerance ``tau`` needed to identify a target among
+    ``n_functions`` = |H| orthonormal +-1-valued functions (e.g. the 2^n parities):
+
+        q >= ceil((|H| - 1) / m),   m = ceil(1/tau^2) - 1   (``sq_max_correlated``),
+
+    so q >= (|H| - 1) tau^2 up to rounding (Blum et al. 1994; Kearns 1998, "Efficient noise-tolerant
+    learning from statistical queries", the SQ dimension). Proof: the adversary answers every query
+    phi with its target-free part c_phi; that answer is within tau of the truth for every target f
+    with |<g_phi, f>| <= tau, so each query rules out at most m functions, and while two remain the
+    learner cannot tell which one is the target.
+    """
+    h = validate.integer("n_functions", n_functions, lo=1)  # exact Python ints: |H| = 2^100 is fine
+    return -(-(h - 1) // sq_max_correlated(tau))
+
+
+def _tanh_net(W, b, a) -> nn.Sequential:
+    """f(x) = sum_j a_j tanh(w_j . x + b_j) as a float64 torch module (hw11's tiny model)."""
+    arrays = {}
+    for name, v, ndim in (("W", W, 2), ("b", b, 1), ("a", a, 1)):
+        arr = np.asarray(v, dtype=np.float64)
+        if arr.ndim != ndim or arr.size == 0:
+            raise ValueError(f"{name} must be a non-empty {ndim}-D array, got shape {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} must hold finite numbers only")
+        arrays[name] = arr
+    m, n = arrays["W"].shape
+    validate.integer("n (= W.shape[1])", n, lo=1, hi=MAX_N)
+    for name in ("b", "a"):
+        if arrays[name].shape != (m,):
+            raise ValueError(f"{name} must have shape ({m},) (one entry per row of W), got {arrays[name].shape}")
+    first, last = nn.Linear(n, m, dtype=torch.float64), nn.Linear(m, 1, bias=False, dtype=torch.float64)
+    with torch.no_grad():
+        first.weight.copy_(torch.from_numpy(arrays["W"]))
+        first.bias.copy_(torch.from_numpy(arrays["b"]))
+        last.weight.copy_(torch.from_numpy(arrays["a"])[None])
+    return nn.Sequential(first, nn.Tanh(), last)
+
+
+def tanh_net_parity_variance(W, b, a) -> float:
+    """``parity_gradient_variance(model, n).variance`` (squared loss) for the one-hidden-layer tanh net
+    f(x) = sum_j a_j tanh(w_j . x + b_j) with parameters theta = (W [m, n], b [m], a [m]), n = W.shape[1]:
+    Var_S = E_S ||g_S - E_S' g_S'||^2, g_S = grad_theta E_x (f(x) - chi_S(x))^2 / 2 over all 2^n
+    parities (Shalev-Shwartz, Shamir, Shammah 2017, Thm 1). A plain float (hw11's reference)."""
+    net = _tanh_net(W, b, a)
+    return parity_gradient_variance(net, net[0].in_features).variance
+
+
+def tanh_net_parity_bound(W, b, a) -> float:
+    """The bound G^2 / 2^n of Shalev-Shwartz, Shamir, Shammah 2017 (Thm 1) for the same tanh net,
+    G^2 = E_x ||d f(x) / d theta||^2 over x uniform on {-1, +1}^n (squared loss, b_max = 1)."""
+    net = _tanh_net(W, b, a)
+    return parity_gradient_variance(net, net[0].in_features).bound
+
+
+class Windows(nn.Module):
+    """[B, n] -> [B, n - k + 1, k]: the k consecutive inputs at every position (stride 1, no padding)."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.k = validate.positive_int("k", k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unfold(-1, self.k, 1)
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}"
+
+
+def window_cnn(n: int, k: int, channels: int, num_classes: int = 2, *, seed: int = 0,
+               dtype: torch.dtype = torch.float32, device=None) -> nn.Sequential:
+    """The convolutional net of Malach & Shalev-Shwartz 2020 for k-patterns: one convolution of width
+    k with ``channels`` filters shared across the P = n - k + 1 positions, ReLU, and a linear read-out
+    with its own weights per position,
+
+        f(x) = sum_{j=1}^{P} U_j relu(W x_{j..j+k-1} + b) + c,
+
+    written as ``Windows(k)``, ``Linear(k, channels)`` (the shared filters), ReLU, Flatten and
+    ``Linear(P * channels, num_classes)``: the same function as ``Conv1d(1, channels, k)`` followed by
+    a linear layer, with PyTorch's default initialization drawn from ``torch.Generator`` seeded with
+    ``seed`` (the global RNG is not touched). The shared filters see the target window at every
+    position, so gradient descent needs to learn only a function of k bits (their Thm 2).
+    """
+    n, channels = validate.positive_int("n", n), validate.positive_int("channels", channels)
+    k = validate.integer("k", k, lo=1, hi=n)
+    num_classes = validate.positive_int("num_classes", num_classes)
+    seed = validate.integer("seed", seed, lo=0)
+    layers = [Windows(k), nn.Linear(k, channels, dtype=dtype), nn.ReLU(), nn.Flatten(),
+              nn.Linear((n - k + 1) * channels, num_classes, dtype=dtype)]
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for lin in (layers[1], layers[4]):
+            bound = 1.0 / math.sqrt(lin.in_features)  # nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+            lin.weight.copy_((torch.rand(lin.weight.shape, generator=g, dtype=torch.float64) * 2 - 1) * bound)
+            lin.bias.copy_((torch.rand(lin.bias.shape, generator=g, dtype=torch.float64) * 2 - 1) * bound)
+    net = nn.Sequential(*layers)
+    return net.to(device) if device is not None else net

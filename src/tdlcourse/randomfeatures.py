@@ -43,7 +43,8 @@ import numpy as np
 from .validate import int_sequence, integer, nonnegative, one_of, positive_int
 
 __all__ = ["ACTIVATIONS", "FeatureMap", "feature_map", "least_squares", "DoubleDescent", "double_descent",
-           "RidgeSelection", "select_ridge", "linear_min_norm_risk", "MonteCarlo", "linear_min_norm_simulation"]
+           "RidgeSelection", "select_ridge", "linear_min_norm_risk", "MonteCarlo", "linear_min_norm_simulation",
+           "relu_hermite_coefficients", "relu_polynomial_floor"]
 
 ACTIVATIONS = ("relu", "tanh", "cos")
 
@@ -399,3 +400,49 @@ def linear_min_norm_simulation(n: int, p: int, beta_norm2: float, sigma2: float,
     v = np.concatenate(values)
     return MonteCarlo(mean=float(v.mean()), stderr=float(v.std(ddof=1) / math.sqrt(trials)), trials=trials,
                       variance_finite=bool(finite_var))
+
+
+
+# ============================================================================ a single ReLU neuron (chapter 11)
+
+def relu_hermite_coefficients(kmax: int) -> np.ndarray:
+    r"""The coefficients a_k = E[relu(z) h_k(z)], z ~ N(0, 1), of relu in the orthonormal Hermite basis
+    h_k = He_k / sqrt(k!), k = 0..kmax:
+
+    .. math:: a_0 = \frac{1}{\sqrt{2\pi}},\quad a_1 = \frac12,\quad a_k = 0 \ (k \ge 3 \text{ odd}),\quad
+              a_k = \frac{(-1)^{k/2+1}(k-3)!!}{\sqrt{2\pi\, k!}} \ (k \ge 2 \text{ even}),
+
+    from relu(z) = z/2 + |z|/2 and E[|z| He_k(z)] = 2 phi(0) (-1)^{k/2+1} (k-3)!! for even k
+    (integration by parts on the half line; (-1)!! = 1). Parseval: sum_k a_k^2 = E[relu(z)^2] = 1/2.
+    Computed by the ratio a_{k+2} / a_k = -(k - 1) / sqrt((k + 1)(k + 2)) (no factorials overflow).
+    """
+    kmax = integer("kmax", kmax, lo=0)
+    a = np.zeros(kmax + 1)
+    a[0] = 1.0 / math.sqrt(2.0 * math.pi)
+    if kmax >= 1:
+        a[1] = 0.5
+    if kmax >= 2:
+        a[2] = 1.0 / math.sqrt(4.0 * math.pi)
+    for k in range(2, kmax - 1, 2):
+        a[k + 2] = -a[k] * (k - 1) / math.sqrt((k + 1) * (k + 2))
+    return a
+
+
+def relu_polynomial_floor(degree: int) -> float:
+    r"""The relative error of the best polynomial of degree <= L (``degree``) in x for the target
+    y = relu(<w*, x>), x ~ N(0, I_d), ||w*|| = 1: by the Hermite expansion (the projection onto
+    polynomials of degree <= L in Gaussian space keeps the terms k <= L),
+
+    .. math:: \frac{\min_{\deg q \le L} E(y - q(x))^2}{\mathrm{Var}(y)}
+              = \frac{\sum_{k > L} a_k^2}{1/2 - 1/(2\pi)},
+
+    independent of d (0.2665 for L = 1, 0.0331 for L = 2 and 3). Random-features and kernel regression
+    with p features (or n samples) in dimension d fit, for large d, only the degree-L part with
+    d^L << p << d^{L+1} (Ghorbani, Mei, Misiakiewicz, Montanari 2021, "Linearized two-layers neural
+    networks in high dimension", Ann. Statist., Thm 1), so this is their error with a fixed p as d grows:
+    the quantitative form of Yehudai & Shamir 2019 (Thm 4.2).
+    """
+    degree = integer("degree", degree, lo=0)
+    a = relu_hermite_coefficients(degree)
+    var = 0.5 - 1.0 / (2.0 * math.pi)
+    return float((0.5 - np.sum(a ** 2)) / var)

@@ -1,4 +1,4 @@
-"""Linear regions of ReLU networks: bounds on the maximum and exact / grid counts (the topic of the planned chapter 5).
+"""Linear regions of ReLU networks: bounds on the maximum and exact / grid counts (chapter 5, linear regions).
 
 Notation: input dimension n0, hidden widths (n_1, ..., n_L) (ReLU layers only; a final linear read-out
 adds no regions). Convention used by every counter here: a *region* is a maximal connected set of
