@@ -322,7 +322,7 @@ CASES: dict[str, Bad] = {
     # ---- parity
     "parity.parity_gradient_variance": Bad(lambda: parity.parity_gradient_variance(_mlp(4), 4, loss="hinge"),
                                            "loss", "'hinge'"),
-    "parity.parity_inputs": Bad(lambda: parity.parity_inputs(-1), "n", "-1"),
+    "parity.parity_inputs": Bad(lambda: parity.parity_inputs(0), "n", "0"),
     # ---- plots
     "plots.mimebundle": Bad(lambda: plots.mimebundle({"data": []}), "fig", "dict", TypeError),
     "plots.show": Bad(lambda: plots.show("figure"), "fig", "str", TypeError),

@@ -60,8 +60,8 @@ class ParityGradientVariance:
 
 def parity_inputs(n: int, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
     """All 2^n points of {-1, +1}^n as a [2^n, n] tensor; row k has x_i = 1 - 2 * bit_i(k), so row 0
-    is the all-ones point."""
-    n = validate.nonnegative_int("n", n)
+    is the all-ones point. n is at most 24 (2^24 rows of 24 entries: 1.6 GB as float32)."""
+    n = validate.integer("n", n, lo=1, hi=24)
     k = torch.arange(1 << n, device=device)
     bits = (k[:, None] >> torch.arange(n, device=device)) & 1
     return (1 - 2 * bits).to(dtype)
