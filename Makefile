@@ -134,7 +134,7 @@ distclean: clean
 	rm -rf $(VENV) $(NT_VENV) $(VENDOR) js/node_modules
 
 # A throwaway class hub (deploy/hub): JupyterHub on 127.0.0.1 with demo accounts; root only.
-hub-demo:
+hub-demo: $(VSTAMP)
 	@bash deploy/hub/demo.sh start $(HUB_STATE)
 
 hub-demo-stop:

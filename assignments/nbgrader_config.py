@@ -35,3 +35,13 @@ c.OverwriteCells.add_missing_cells = True
 c.TdlGrades.components = {"labs": "lab*", "assignments": "hw*"}
 c.TdlGrades.weights = {"labs": 0.2, "assignments": 0.3, "exam": 0.5}
 c.TdlGrades.exam_max_score = 100
+
+# Offline math: the Formgrader's grading page and the feedback HTML render math with MathJax 3
+# inlined from a local copy (nbgrader's own templates load MathJax 2 from a CDN: raw TeX offline).
+# See tdlcourse.grading.offline (`make vendor` provides MathJax, or set TDL_MATHJAX).
+try:
+    from tdlcourse.grading.offline import configure as _offline_math
+except ImportError as e:
+    raise ImportError(f"{__file__} needs the tdlcourse package (pip install -e . in the repository) "
+                      f"in the Python that runs nbgrader ({e})") from e
+_offline_math(c)

@@ -2,8 +2,10 @@
 
     PREFIX/env/bin/python deploy/hub/courses.py SITE.json
 
-- the exchange root, owned by root, 0755: nobody but root creates a course id in it, so a student
-  cannot squat one (nbgrader would otherwise create it world-writable on first use);
+- the exchange root, owned by root, 1777 (what nbgrader requires: its release chmods the root to
+  0777 otherwise, and fails if it cannot). Anyone may create a folder in it, so every course of the
+  site is created here first: a student cannot take over a course id that already exists (sticky
+  bit: nor delete or rename it);
 - per course, owned by its grader account: exchange/<id>/outbound 0755 (released assignments),
   inbound 2733 (submissions: students write, cannot list), feedback 0711 (students read only the
   file whose hashed name they know); and the course root (nbgrader's CourseDirectory.root) 0700:
@@ -43,7 +45,7 @@ def main(argv: list[str]) -> int:
         return 1
     site = json.loads(Path(argv[0]).read_text())
     exchange = Path(site.get("exchange", "/srv/nbgrader/exchange"))
-    _dir(exchange, 0, 0, 0o755)
+    _dir(exchange, 0, 0, 0o1777)
     _dir(Path(site.get("state_dir", "/var/lib/tdl-hub")), 0, 0, 0o700)
     for course in site.get("courses", []):
         try:

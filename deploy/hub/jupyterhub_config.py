@@ -101,6 +101,8 @@ for course in courses:
                         "JUPYTERHUB_DEFAULT_URL": "/lab", "HOME": course.get("home", course["root"]),
                         **({"TDL_GRADEBOOK": course["gradebook"]} if course.get("gradebook") else {})},
         "oauth_no_confirm": True,
+        # a fixed token (site file, root only) lets the grader's own `tdl` commands reach the hub API
+        **({"api_token": course["api_token"]} if course.get("api_token") else {}),
     })
     c.JupyterHub.load_roles.append({"name": f"formgrade-{cid}", "groups": [f"formgrade-{cid}"],
                                     "scopes": [f"access:services!service={cid}"]})

@@ -1,9 +1,9 @@
 """System-wide nbgrader configuration of the class hub (setup.sh installs it in the environment's
 etc/jupyter, where every user's server reads it).
 
-Students and instructors share one exchange; course folders in it are pre-created by
-courses.py with their grader account as owner, and the exchange root belongs to root (0755), so a
-student cannot create, and so squat, a course id. Which courses a user sees comes from the hub's
+Students and instructors share one exchange (root-owned, 1777 as nbgrader requires); every
+course's folder in it is pre-created by courses.py with its grader account as owner, so a student
+cannot squat a course id of the site. Which courses a user sees comes from the hub's
 groups nbgrader-<course> (students) and formgrade-<course> (instructors, graders), through
 nbgrader's JupyterHub authenticator.
 """

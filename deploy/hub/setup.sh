@@ -33,7 +33,7 @@ umask 022
 mkdir -p "$prefix"
 env_dir=$prefix/env
 pins=$(cat "$repo/constraints.txt" "$here/requirements-hub.txt" "$repo/pyproject.toml" | sha256sum | cut -c1-16)
-src=$(cd "$repo" && find src -name '*.py' -print0 | sort -z | xargs -0 cat | sha256sum | cut -c1-16)
+src=$(cd "$repo" && find src \( -name '*.py' -o -name '*.j2' \) -print0 | sort -z | xargs -0 cat | sha256sum | cut -c1-16)
 if [ "$(cat "$env_dir/.tdl-pins" 2>/dev/null)" != "$pins" ]; then
   rm -rf "$env_dir"
   "$python" -m venv "$env_dir"
@@ -53,6 +53,16 @@ if ! cmp -s "$here/proxy/package-lock.json" "$prefix/proxy/node_modules/.package
   (cd "$prefix/proxy" && npm ci --ignore-scripts --omit=dev --no-audit --no-fund --loglevel=error)
   cp "$here/proxy/package-lock.json" "$prefix/proxy/node_modules/.package-lock.json.tdl"
 fi
+
+# MathJax for the Formgrader and the feedback pages, inlined from a local copy (grading/offline.py):
+# the environment is not the repository, so it gets its own copy (from `make vendor`'s js/ or _vendor/)
+mj=""
+for f in "$repo/js/node_modules/mathjax/es5/tex-svg-full.js" "$repo/_vendor/mathjax/tex-svg-full.js"; do
+  [ -f "$f" ] && { mj=$f; break; }
+done
+[ -n "$mj" ] || die "no local MathJax (tex-svg-full.js): run 'make vendor' in $repo first"
+mkdir -p "$env_dir/share/tdlcourse/mathjax"
+cp "$mj" "$env_dir/share/tdlcourse/mathjax/tex-svg-full.js"
 
 etc=$env_dir/etc/jupyter
 mkdir -p "$etc/labconfig" "$etc/jupyter_server_config.d" "$env_dir/share/jupyter/lab/settings"

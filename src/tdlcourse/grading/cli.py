@@ -1,6 +1,8 @@
 """tdl: run notebooks at a scale, and a whole term of nbgrader from the command line.
 
-    tdl roster import roster.csv        add/update students (idempotent; prints what changed)
+    tdl roster import roster.csv        add/update students (idempotent; prints what changed); with
+                                        nbgrader's JupyterHubAuthPlugin, also the hub group
+                                        nbgrader-<course> ([--no-hub] [--hub-create-users])
     tdl release hw01 [--due DATE]       check hidden tests and run at scale="ci", generate, release
     tdl release lab01                   the same for a lab, from labs/01_*.ipynb
     tdl collect hw01                    collect submissions from the exchange
@@ -22,7 +24,9 @@ The course is found from ``--course``, ``$TDL_COURSE``, or the current directory
 ``release`` its default exchange); every other command refuses a missing one, naming the
 configuration it read. Bad input prints one clear message and exits with status 2, having written
 nothing; ``tdl grade`` exits 1 when some submission could not be graded (a grader failure, not a
-student's error) or the gradebook fails its integrity check.
+student's error) or the gradebook fails its integrity check; ``tdl roster import`` exits 1 when,
+on a course with nbgrader's JupyterHubAuthPlugin, some roster students are not in the hub group
+nbgrader-<course> (unknown to the hub: listed; the gradebook has them).
 """
 
 from __future__ import annotations
@@ -42,9 +46,55 @@ def _course(args):
 
 
 def cmd_roster(args) -> int:
-    from .course import import_roster
+    from .course import CourseError, import_roster, read_roster
+    from .hub import check_hub, plugin_name, sync_group, uses_hub
 
-    return _print_change(import_roster(_course(args), args.csv), f"in the gradebook, not in {args.csv}")
+    course = _course(args)
+    on_hub = uses_hub(course)
+    if args.hub_create_users and (args.no_hub or not on_hub):
+        raise CourseError("--hub-create-users needs the hub groups: the course's Authenticator.plugin_class is "
+                          f"{plugin_name(course) or 'not set'} ({course.where_configured()}), expected "
+                          "nbgrader.auth.JupyterHubAuthPlugin" + (", and --no-hub was given" if args.no_hub else "")
+                          + "; nothing was imported")
+    hub = unknown = None
+    ids = []
+    if on_hub and not args.no_hub:
+        # before the gradebook changes: the roster is valid, and the hub answers with this token
+        ids = [row["id"] for row in read_roster(args.csv)]
+        hub, unknown = check_hub(course, ids)
+    status = _print_change(import_roster(course, args.csv), f"in the gradebook, not in {args.csv}")
+    if on_hub and args.no_hub:
+        print(f"hub group nbgrader-{course.course_id} not touched (--no-hub)")
+    if hub is None:
+        return status
+    sync = sync_group(course, hub, ids, unknown, create_users=args.hub_create_users)
+    for sid in sync.created_users:
+        print(f"hub user  {sid} (created: --hub-create-users)")
+    for sid in sync.added:
+        print(f"hub group {sid} (added to {sync.group})")
+    for sid in sync.not_on_roster:
+        print(f"hub group {sid} (in {sync.group}, not in {args.csv}; kept)")
+    why_not = dict(sync.not_created)
+    for sid in sync.unknown:
+        print(f"not in the hub {sid} (no hub user: not added to {sync.group}"
+              + (f"; --hub-create-users: {why_not[sid]}" if sid in why_not else "") + ")")
+    for sid, why in sync.failed:
+        print(f"hub failed {sid} (not added to {sync.group}: {why})")
+    print(f"hub group {sync.group} at {sync.api_url}: {len(sync.added)} added, {len(sync.already)} already "
+          f"members, {len(sync.not_on_roster)} not on the roster (kept), {len(sync.unknown)} unknown to the hub"
+          + (f", {len(sync.failed)} failed" if sync.failed else ""))
+    if sync.complete:
+        return status
+    if sync.unknown:
+        print(f"tdl roster: error: {len(sync.unknown)} roster student(s) have no user on the hub and are not in "
+              f"{sync.group} (they cannot see the course): {', '.join(sync.unknown)}. They are in the gradebook. "
+              "Check the ids; give them their accounts (on a hub of Linux accounts: the account first), "
+              "then rerun" + ("" if args.hub_create_users else " with --hub-create-users to create their hub users"),
+              file=sys.stderr)
+    if sync.failed:
+        print(f"tdl roster: error: {len(sync.failed)} roster student(s) could not be added to {sync.group}: "
+              f"{', '.join(s for s, _ in sync.failed)}", file=sys.stderr)
+    return 1
 
 
 def _print_change(change, kept: str) -> int:
@@ -222,6 +272,12 @@ def parser() -> argparse.ArgumentParser:
     rs = r.add_subparsers(dest="action", metavar="ACTION", required=True)
     ri = rs.add_parser("import", help="add or update students from a CSV (id, first name, last name, email)")
     ri.add_argument("csv")
+    ri.add_argument("--no-hub", action="store_true",
+                    help="with nbgrader's JupyterHubAuthPlugin configured: import into the gradebook only, "
+                         "leave the hub groups as they are")
+    ri.add_argument("--hub-create-users", action="store_true",
+                    help="create the roster's students the hub does not know as hub users (else they are "
+                         "listed, left out of nbgrader-<course>, and the command exits 1)")
     ri.set_defaults(func=cmd_roster)
 
     r = sub.add_parser("release", help="check the hidden tests and run at scale='ci', generate and release "

@@ -342,7 +342,13 @@ def check_exchange(course: Course, *, create_default: bool, default_may_be_missi
         raise CourseError(f"the exchange directory {root} does not exist ({where}); nothing was created. "
                           f"Create it ({made}) or point TDL_EXCHANGE / Exchange.root at the right place")
     if not os.access(root, os.W_OK | os.X_OK):
-        raise CourseError(f"the exchange directory {root} is not writable by this user ({where})")
+        # A class hub pre-creates each course's folder, owned by its grader, under a root-owned
+        # exchange (deploy/hub/courses.py): then the course's own folder is what must be writable.
+        mine = root / course.course_id
+        if mine.is_dir() and os.access(mine, os.W_OK | os.X_OK):
+            return root
+        raise CourseError(f"the exchange directory {root} is not writable by this user ({where}), and "
+                          f"neither is a pre-created course folder {mine}")
     return root
 
 

@@ -254,6 +254,26 @@ def _solution_html(course: Course, assignment: str) -> str:
             "<p>Released after the due date.</p>" + "\n".join(parts) + "</section>")
 
 
+def check_offline_math(course: Course) -> None:
+    """Refuse (``CourseError``, before anything is written) feedback whose math would need the
+    internet: the course's configuration must use ``tdlcourse.grading.offline`` (nbgrader's own
+    feedback template loads MathJax from a CDN; offline, students see raw TeX) and the local MathJax
+    must be there."""
+    from . import offline
+
+    filters = course.config.get("HTMLExporter", {}).get("filters", {}) or {}
+    if offline.FILTER not in filters:
+        read = ", ".join(map(str, course.config_files)) or "no nbgrader_config.py"
+        raise CourseError(f"the course configuration ({read}) does not render math offline: nbgrader's feedback "
+                          "would load MathJax from a CDN and students offline would see raw TeX; add "
+                          "`from tdlcourse.grading.offline import configure; configure(c)` to its "
+                          "nbgrader_config.py (as assignments/nbgrader_config.py does); nothing was released")
+    try:
+        offline.check()
+    except offline.MathJaxMissing as e:
+        raise CourseError(f"feedback would show math as raw TeX: {e}; nothing was released") from None
+
+
 def feedback(course: Course, assignment: str, *, with_solutions: bool = False, partial: bool = False,
              now: dt.datetime | None = None) -> FeedbackResult:
     """Generate feedback (nbgrader's HTML) for every graded submission and release it to the
@@ -261,7 +281,8 @@ def feedback(course: Course, assignment: str, *, with_solutions: bool = False, p
     before the assignment's due date (and when it has none). Refused (``CourseError`` listing the
     student, notebook and cell of each) while manual grading is unfinished (``manual.pending_manual``:
     a student would read 0 for an answer nobody graded), unless ``partial``; then the result names
-    the students whose feedback is partial. ``now`` (naive UTC) is for tests."""
+    the students whose feedback is partial. Refused too when its math would need the internet
+    (``check_offline_math``). ``now`` (naive UTC) is for tests."""
     check_assignment(course, assignment)
     now = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     if with_solutions:
@@ -277,6 +298,7 @@ def feedback(course: Course, assignment: str, *, with_solutions: bool = False, p
     graded = course.student_dirs("autograded", assignment, "*.ipynb")
     if not graded:
         raise CourseError(f"no graded submission of {assignment}; run `tdl grade {assignment}` first")
+    check_offline_math(course)
     pending = tuple(p for p in pending_manual(course, assignment) if p.student in graded)
     if pending and not partial:
         who = sorted({p.student for p in pending})
