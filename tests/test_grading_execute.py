@@ -214,3 +214,37 @@ def test_uid_blocks_are_exclusive_and_leftovers_are_killed(tmp_path):
         while _processes_of(plan.uid(0)) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert _processes_of(plan.uid(0)) == []
+
+
+def test_a_kernel_that_loses_the_race_for_a_port_is_started_again(monkeypatch):
+    """jupyter_client picks free ports by binding and releasing them, so two kernels started at once
+    (``tdl grade --jobs 2``) can race for one; the loser dies with "Address already in use". That is
+    not the student's doing: the grader starts it again on fresh ports (seen in CI: 13 errors)."""
+    import socket
+
+    from jupyter_client.manager import AsyncKernelManager
+    from jupyter_client.provisioning.local_provisioner import LocalPortCache
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    find, start, calls, handed = LocalPortCache.find_available_port, AsyncKernelManager.start_kernel, [], []
+
+    def find_a_taken_port_once(self, ip):
+        if not handed:  # as if another process had taken the port just after it was found free
+            handed.append(taken.getsockname()[1])
+            return handed[0]
+        return find(self, ip)
+
+    async def counted(self, **kw):
+        calls.append(1)
+        return await start(self, **kw)
+
+    monkeypatch.setattr(LocalPortCache, "find_available_port", find_a_taken_port_once)
+    monkeypatch.setattr(AsyncKernelManager, "start_kernel", counted)
+    try:
+        _, nb, _ = run(notebook("x = 6 * 7", "assert x == 42", grade=(1,)))  # run() asserts no error
+    finally:
+        taken.close()
+    assert handed and len(calls) == 2  # the first kernel got the taken port and was started again
+    assert scores(nb) == [1]

@@ -177,6 +177,31 @@ def copy_files(files_dir: str, scratch: str, uid: int | None) -> None:
                 os.chown(dest, uid, uid)
 
 
+_START_ATTEMPTS = 3
+
+
+def _lost_port_race(log) -> bool:
+    """The kernel died at start because one of its ports was taken meanwhile: jupyter_client picks
+    free ports by binding and releasing them, so kernels started at the same moment (``--jobs 2``,
+    or any other process on the machine) can race for one. The machine's doing, not the student's."""
+    log.seek(0)
+    return b"Address already in use" in log.read()
+
+
+async def _discard_kernel(km, client, log) -> None:
+    """Stop what is left of a kernel that died at start (a fresh manager picks fresh ports)."""
+    try:
+        client.kc.stop_channels()
+    except Exception:  # noqa: BLE001 - best effort on a dead kernel
+        pass
+    try:
+        await km.shutdown_kernel(now=True)
+    except Exception:  # noqa: BLE001 - it is already dead; only its resources are left
+        pass
+    log.seek(0)
+    log.truncate()
+
+
 async def _run(task: Task, plan, slot: int, scratch: str) -> Result:
     import nbformat
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
@@ -185,9 +210,14 @@ async def _run(task: Task, plan, slot: int, scratch: str) -> Result:
     km_class, client_class = _client_class()
     nb = nbformat.reads(task.notebook, as_version=4)
     kernel_name = nb.metadata.get("kernelspec", {}).get("name") or "python3"
-    km = km_class(kernel_name=kernel_name)
-    km.sandbox_plan = None if plan is None or plan.mode == "none" else plan
-    km.sandbox_slot, km.sandbox_scratch = slot, scratch
+
+    def new_manager():
+        m = km_class(kernel_name=kernel_name)
+        m.sandbox_plan = None if plan is None or plan.mode == "none" else plan
+        m.sandbox_slot, m.sandbox_scratch = slot, scratch
+        return m
+
+    km = new_manager()
     client = client_class(
         nb, km, limits.max_output_bytes, timeout=limits.cell_timeout, interrupt_on_timeout=True,
         allow_errors=True, raise_on_iopub_timeout=True, iopub_timeout=limits.interrupt_grace,
@@ -207,11 +237,19 @@ async def _run(task: Task, plan, slot: int, scratch: str) -> Result:
             env = dict(task.env) if task.env is not None else \
                 sandbox.kernel_env(scratch, {"NBGRADER_EXECUTION": "autograde",
                                              **({"TDL_CHECK_MODE": task.check_mode} if task.check_mode else {})})
-            await km.start_kernel(cwd=scratch, env=env,
-                                  stdout=log, stderr=log, extra_arguments=client.extra_arguments)
-            client.kc = km.client()
-            client.kc.start_channels()
-            await client.kc.wait_for_ready(timeout=min(limits.startup_timeout, limits.notebook_timeout))
+            for attempt in range(_START_ATTEMPTS):
+                await km.start_kernel(cwd=scratch, env=env,
+                                      stdout=log, stderr=log, extra_arguments=client.extra_arguments)
+                client.kc = km.client()
+                client.kc.start_channels()
+                try:
+                    await client.kc.wait_for_ready(timeout=min(limits.startup_timeout, limits.notebook_timeout))
+                    break
+                except Exception:  # noqa: BLE001 - retried only for a lost port race, else reported below
+                    if attempt + 1 == _START_ATTEMPTS or not _lost_port_race(log):
+                        raise
+                    await _discard_kernel(km, client, log)
+                    km = client.km = new_manager()
             client.kc.allow_stdin = False
             info = await client.async_wait_for_reply(await _maybe(client.kc.kernel_info()))
             if info and "language_info" in info["content"]:
