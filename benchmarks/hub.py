@@ -97,8 +97,9 @@ def main() -> int:
             s.login()
             spawn = s.spawn(timeout=args.timeout)
             t0 = time.monotonic()
-            assert s.action("fetch", cid, "hw01")["success"], "fetch"
+            s.action("fetch", cid, "hw01")  # its answer is the assignment list: the file is the check
             path = f"{cid}/hw01/hw01.ipynb"
+            assert s.exists(path), "fetch"
             s.write_notebook(path, fill_in(s.read_notebook(path), answers, f"{user}: vacuous."))
             assert s.action("submit", cid, "hw01")["success"], "submit"
             return {"user": user, "spawn": spawn, "trip": time.monotonic() - t0, "session": s}

@@ -12,125 +12,38 @@ passwords) and its proxy:
 - the course folders exist before any student, owned by the grader: a student cannot take them over;
   the course root (solutions, submissions, gradebook) is the grader's alone;
 - a student fetches, fills in, validates and submits through the Assignment List's API; a student of
-  the other course sees nothing and cannot fetch; the grader collects, grades, and releases feedback
+  the other course sees nothing and cannot fetch, not even with `ls`/`cp` (exchange/<id> is open to
+  the course's Unix group only, which the hub syncs from its groups before each spawn); the grader collects, grades, and releases feedback
   (refused until the written answer is graded, then with --partial); the student fetches it.
 Skipped, with the reason, where this cannot run (not root, no useradd); under CI=true that fails.
 """
 
 from __future__ import annotations
 
-import http.cookiejar
+import grp
 import json
 import os
 import pwd
 import re
 import shutil
 import subprocess
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port
+from conftest import ROOT
+from hubkit import PREFIX, Browser, as_grader, demo_hub
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("hub")]
-PREFIX = os.environ.get("TDL_HUB_PREFIX", "/opt/tdl-hub")
 # reserved account prefix of this test, unique per run: two checkouts testing at once must not
 # delete each other's accounts
 UP = f"tdlt{os.getpid() % 100000}"
 
 
-def _cannot(reason: str):
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"the hub test must run under CI=true: {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory):
-    if os.geteuid() != 0:
-        _cannot("needs root (real Linux accounts, servers started as them)")
-    for tool in ("useradd", "userdel", "chpasswd", "runuser", "npm"):
-        if not shutil.which(tool):
-            _cannot(f"{tool} is not installed")
-    state = Path("/tmp") / f"tdl-hub-test-{os.getpid()}"
-    port = free_port()
-    while any(_taken(p) for p in (port + 1, port + 81, port + 1001, port + 1002)):
-        port = free_port()
-    env = dict(os.environ, TDL_HUB_PREFIX=PREFIX, TDL_HUB_PORT=str(port), TDL_HUB_USER_PREFIX=UP)
-    demo = ROOT / "deploy" / "hub" / "demo.sh"
-    subprocess.run([str(demo), "stop", str(state)], env=env, capture_output=True, timeout=120)
-    r = subprocess.run([str(demo), "start", str(state)], env=env, capture_output=True, text=True, timeout=2400)
-    try:
-        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-        logins = dict(line.split() for line in (state / "logins.txt").read_text().splitlines())
-        yield {"url": f"http://127.0.0.1:{port}", "state": state, "logins": logins, "out": r.stdout,
-               "site": json.loads((state / "site.json").read_text())}
-    finally:
-        hub_pid = int((state / "jupyterhub.pid").read_text()) if (state / "jupyterhub.pid").exists() else None
-        s = subprocess.run([str(demo), "stop", str(state)], env=env, capture_output=True, text=True, timeout=300)
-        assert s.returncode == 0, s.stderr
-        assert not state.exists()
-        left = [u.pw_name for u in pwd.getpwall() if u.pw_name.startswith(UP + "-")]
-        assert left == [], f"accounts left behind: {left}"
-        assert hub_pid is None or not _alive(hub_pid), "the hub is still running after demo.sh stop"
-
-
-def _alive(pid: int) -> bool:
-    """Running (a zombie nobody reaped is not running)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
-
-
-def _taken(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-class Browser:
-    """A cookie jar and redirects, as a browser would (no JavaScript needed for these pages)."""
-
-    def __init__(self, base: str):
-        self.base, self.jar = base, http.cookiejar.CookieJar()
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
-
-    def get(self, path: str, timeout: float = 60):
-        try:
-            with self.opener.open(self.base + path, timeout=timeout) as r:
-                return r.status, r.geturl(), r.read().decode(errors="replace")
-        except urllib.error.HTTPError as e:
-            return e.code, e.geturl(), e.read().decode(errors="replace")
-
-    def xsrf(self) -> str:
-        return next(c.value for c in self.jar if c.name == "_xsrf")
-
-    def login(self, user: str, password: str) -> None:
-        status, _, page = self.get("/hub/login")
-        assert status == 200, page[:500]
-        data = urllib.parse.urlencode({"username": user, "password": password, "_xsrf": self.xsrf()}).encode()
-        req = urllib.request.Request(self.base + "/hub/login?next=%2Fhub%2Fhome", data=data, method="POST")
-        with self.opener.open(req, timeout=60) as r:
-            assert r.status == 200 and "/hub/home" in r.geturl(), r.geturl()
-
-    def spawn(self, user: str, timeout: float = 240) -> None:
-        """Start the user's server as the home page's button does (GET /hub/spawn), and wait for it."""
-        status, url, body = self.get("/hub/spawn", timeout=timeout)
-        assert status == 200, (status, url, body[:300])
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            # a page, not the API: its OAuth redirects through the hub give this browser the server's cookie
-            status, url, body = self.get(f"/user/{user}/lab")
-            if status == 200 and f"/user/{user}/lab" in url:
-                return
-            time.sleep(1)
-        pytest.fail(f"{user}'s server did not start: {status} {url} {body[:300]}")
+def hub():
+    with demo_hub(UP, "test") as h:
+        yield h
 
 
 def test_the_demo_prints_the_url_the_logins_and_how_to_stop(hub):
@@ -146,6 +59,11 @@ def test_course_folders_are_pre_created_and_owned_by_the_grader(hub):
     st = exchange.stat()
     assert st.st_uid == 0 and oct(st.st_mode & 0o7777) == "0o1777"
     grader = pwd.getpwnam(course["grader"]).pw_uid
+    # exchange/<id>: only the course's Unix group gets past it (enrollment; the grader is a member)
+    st = (exchange / course["id"]).stat()
+    group = grp.getgrgid(st.st_gid)
+    assert st.st_uid == grader and oct(st.st_mode & 0o7777) == "0o750", oct(st.st_mode)
+    assert group.gr_name == course["unix_group"] and course["grader"] in group.gr_mem
     modes = {"outbound": "0o755", "inbound": "0o2733", "feedback": "0o711"}
     for name, mode in modes.items():
         st = (exchange / course["id"] / name).stat()
@@ -243,16 +161,6 @@ def test_demo_without_root_says_so(hub):
         shutil.rmtree(folder)
 
 
-def _as_grader(hub, course: dict, *args) -> subprocess.CompletedProcess:
-    """`tdl` as the course's grader account (what the instructor runs in the Formgrader's terminal)."""
-    env = ["env", "-i", f"HOME={course.get('home', course['root'])}", f"PATH={PREFIX}/env/bin:/usr/bin:/bin",
-           f"TDL_EXCHANGE={hub['site']['exchange']}", f"TDL_COURSE_ID={course['id']}",
-           f"JUPYTERHUB_USER={course['grader']}", f"JUPYTERHUB_API_TOKEN={course['api_token']}",
-           f"JUPYTERHUB_API_URL=http://127.0.0.1:{hub['site']['hub_port']}/hub/api"]
-    return subprocess.run(["runuser", "-u", course["grader"], "--", *env, f"{PREFIX}/env/bin/tdl",
-                           "--course", course["root"], *args], capture_output=True, text=True, timeout=900, cwd="/")
-
-
 def test_the_nbgrader_round_trip_through_the_hub(hub):
     import sys
 
@@ -269,8 +177,10 @@ def test_the_nbgrader_round_trip_through_the_hub(hub):
     s.spawn()
     listed = s.assignments("")  # every course: the authenticator keeps only this student's
     assert {(a["course_id"], a["assignment_id"], a["status"]) for a in listed} == {(cid, "hw01", "released")}
-    assert s.action("fetch", cid, "hw01")["success"]
     path = f"{cid}/hw01/hw01.ipynb"
+    assert not s.exists(path)
+    s.action("fetch", cid, "hw01")
+    assert s.exists(path)
     source = nbformat.read(ROOT / "assignments" / "source" / "hw01" / "hw01.ipynb", as_version=4)
     answers = {c.metadata["nbgrader"]["grade_id"]: c.source for c in source.cells
                if c.metadata.get("nbgrader", {}).get("solution")}
@@ -285,11 +195,11 @@ def test_the_nbgrader_round_trip_through_the_hub(hub):
     assert other.assignments("") == []  # enrolled in the other course only, where nothing is released
 
     for args in (("collect", "hw01"), ("grade", "hw01", "--jobs", "1", "--sandbox", "off", "--no-progress")):
-        r = _as_grader(hub, course, *args)
+        r = as_grader(hub, course, *args)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    r = _as_grader(hub, course, "feedback", "hw01")
+    r = as_grader(hub, course, "feedback", "hw01")
     assert r.returncode != 0 and user in r.stdout + r.stderr  # the written answer is not graded yet
-    r = _as_grader(hub, course, "feedback", "hw01", "--partial")
+    r = as_grader(hub, course, "feedback", "hw01", "--partial")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert s.action("fetch_feedback", cid, "hw01")["success"]
     home = Path(pwd.getpwnam(user).pw_dir)
@@ -299,16 +209,29 @@ def test_the_nbgrader_round_trip_through_the_hub(hub):
         Student(hub["url"], user, "not-the-password").login()
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (issue 16): nbgrader's exchange checks enrollment only when it "
-                   "lists assignments; outbound/ is world-readable, so anyone who knows the ids can fetch. "
-                   "Closing it needs a Unix group per course kept in step with the roster.")
 def test_a_student_of_another_course_cannot_fetch(hub):
+    """Enrollment is the file system's: exchange/<id> is open to the course's Unix group only, which
+    the hub keeps in step with its group nbgrader-<id> before each spawn. Neither nbgrader's fetch
+    (whose own check runs in the student's server) nor a plain `cp` from a terminal gets through."""
     import sys
 
     sys.path.insert(0, str(ROOT / "deploy" / "hub"))
     from client import Student  # noqa: E402
 
+    course = hub["site"]["courses"][0]
+    outbound = Path(hub["site"]["exchange"]) / course["id"] / "outbound" / "hw01"
     other = Student(hub["url"], f"{UP}-other", hub["logins"][f"{UP}-other"])
     other.login()
     other.spawn()
-    assert not other.action("fetch", hub["site"]["courses"][0]["id"], "hw01")["success"]
+    other.action("fetch", course["id"], "hw01")
+    assert not other.exists(f"{course['id']}/hw01/hw01.ipynb")
+    for user, readable in ((f"{UP}-other", False), (f"{UP}-student3", True)):
+        if readable:  # a spawn puts an enrolled student into the group
+            s = Student(hub["url"], user, hub["logins"][user])
+            s.login()
+            s.spawn()
+        ls = subprocess.run(["runuser", "-u", user, "--", "ls", str(outbound)], capture_output=True, text=True)
+        assert (ls.returncode == 0 and "hw01.ipynb" in ls.stdout) == readable, (user, ls.stdout, ls.stderr)
+    # the other student is in their own course's group, not in this one's
+    assert f"{UP}-other" in grp.getgrnam(hub["site"]["courses"][1]["unix_group"]).gr_mem
+    assert f"{UP}-other" not in grp.getgrnam(course["unix_group"]).gr_mem

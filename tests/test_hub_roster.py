@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import shutil
 import subprocess
 import sys
@@ -27,9 +26,9 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, free_port
+from hubkit import PREFIX, demo_hub
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("hub")]
-PREFIX = os.environ.get("TDL_HUB_PREFIX", "/opt/tdl-hub")
 UP = f"tdlr{os.getpid() % 100000}"  # reserved account prefix, unique per run (test_hub.py has tdlt<pid>)
 COURSE = "tdl"
 HUB_ENV = ("JUPYTERHUB_API_TOKEN", "JUPYTERHUB_API_URL", "JUPYTERHUB_USER", "JUPYTERHUB_SERVICE_NAME")
@@ -111,45 +110,11 @@ def test_without_the_plugin_nothing_changes(tmp_path):
 
 # --- a real hub -------------------------------------------------------------------------------
 
-def _cannot(reason: str):
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"the hub roster test must run under CI=true: {reason}")
-    pytest.skip(reason)
-
-
-def _taken(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 @pytest.fixture(scope="module")
 def hub():
-    if os.geteuid() != 0:
-        _cannot("needs root (real Linux accounts, servers started as them)")
-    for tool in ("useradd", "userdel", "chpasswd", "runuser", "npm", "pgrep"):
-        if not shutil.which(tool):
-            _cannot(f"{tool} is not installed")
-    state = Path("/tmp") / f"tdl-hub-roster-{os.getpid()}"
-    port = free_port()
-    while any(_taken(p) for p in (port + 1, port + 81, port + 1001, port + 1002)):
-        port = free_port()
-    env = dict(os.environ, TDL_HUB_PREFIX=PREFIX, TDL_HUB_PORT=str(port), TDL_HUB_USER_PREFIX=UP,
-               TDL_HUB_COURSE=COURSE)
-    demo = ROOT / "deploy" / "hub" / "demo.sh"
-    subprocess.run([str(demo), "stop", str(state)], env=env, capture_output=True, timeout=120)
-    r = subprocess.run([str(demo), "start", str(state)], env=env, capture_output=True, text=True, timeout=2400)
-    try:
-        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    with demo_hub(UP, "roster", TDL_HUB_COURSE=COURSE) as h:
         full = _service_env(f"{UP}-grader", COURSE, full=True)
-        yield {"state": state, "site": json.loads((state / "site.json").read_text()), "service_full_env": full,
-               "service_env": {k: full[k] for k in HUB_ENV if k in full}}
-    finally:
-        s = subprocess.run([str(demo), "stop", str(state)], env=env, capture_output=True, text=True, timeout=300)
-        assert s.returncode == 0, s.stderr
-        left = [u.pw_name for u in pwd.getpwall() if u.pw_name.startswith(UP + "-")]
-        assert left == [], f"accounts left behind: {left}"
+        yield {**h, "service_full_env": full, "service_env": {k: full[k] for k in HUB_ENV if k in full}}
 
 
 def _service_env(user: str, service: str, timeout: float = 120, full: bool = False) -> dict:

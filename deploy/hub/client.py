@@ -85,6 +85,9 @@ class Student:
         return out["value"]
 
     def action(self, action: str, course: str, assignment: str) -> dict:
+        """POST /assignments/<action>. nbgrader 0.9 answers fetch and fetch_feedback with the
+        course's assignment list whatever became of them ("success" is the list's): whether a fetch
+        worked shows in the student's files (``exists``), not here. Submit reports its own failure."""
         status, body = self._server_post(f"/assignments/{action}", {"course_id": course, "assignment_id": assignment})
         if status != 200:
             raise HubError(f"{self.user}: {action} {status}: {body[:300]}")
@@ -97,6 +100,12 @@ class Student:
         return json.loads(body)
 
     # --- files, through the contents API
+    def exists(self, path: str) -> bool:
+        status, _, _ = self.request(f"/user/{self.user}/api/contents/{urllib.parse.quote(path)}?content=0")
+        if status not in (200, 404):
+            raise HubError(f"{self.user}: contents {path}: {status}")
+        return status == 200
+
     def read_notebook(self, path: str) -> dict:
         status, _, body = self.request(f"/user/{self.user}/api/contents/{urllib.parse.quote(path)}?content=1")
         if status != 200:

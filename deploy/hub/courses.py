@@ -6,7 +6,10 @@
   0777 otherwise, and fails if it cannot). Anyone may create a folder in it, so every course of the
   site is created here first: a student cannot take over a course id that already exists (sticky
   bit: nor delete or rename it);
-- per course, owned by its grader account: exchange/<id>/outbound 0755 (released assignments),
+- per course, a Unix group (site key "unix_group", default nbgrader-<id>) with the grader in it,
+  and, owned by its grader account: exchange/<id> 0750 in that group (only members get past it:
+  this is where enrollment is enforced; the hub adds each user to the groups of their courses
+  before it starts their server), exchange/<id>/outbound 0755 (released assignments),
   inbound 2733 (submissions: students write, cannot list), feedback 0711 (students read only the
   file whose hashed name they know); and the course root (nbgrader's CourseDirectory.root) 0700:
   it holds the sources (solutions, hidden tests), every submission and the gradebook, and only the
@@ -23,7 +26,9 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import grp
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -55,8 +60,20 @@ def main(argv: list[str]) -> int:
                   "exist (useradd --create-home it first)", file=sys.stderr)
             return 1
         uid, gid = pw.pw_uid, pw.pw_gid
+        group = course.get("unix_group", f"nbgrader-{course['id']}")
+        try:
+            cgid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            r = subprocess.run(["groupadd", group], capture_output=True, text=True)
+            if r.returncode != 0:
+                print(f"courses.py: cannot create the Unix group {group!r} of course {course['id']!r} "
+                      f"(site key unix_group): {r.stderr.strip()}", file=sys.stderr)
+                return 1
+            cgid = grp.getgrnam(group).gr_gid
+        if course["grader"] not in grp.getgrgid(cgid).gr_mem:
+            subprocess.run(["gpasswd", "-a", course["grader"], group], check=True, capture_output=True)
         base = exchange / course["id"]
-        _dir(base, uid, gid, 0o755)
+        _dir(base, uid, cgid, 0o750)
         _dir(base / "outbound", uid, gid, 0o755)
         _dir(base / "inbound", uid, gid, 0o2733)
         _dir(base / "feedback", uid, gid, 0o711)
@@ -68,7 +85,7 @@ def main(argv: list[str]) -> int:
                 shutil.copytree(REPO / "assignments" / "source", root / "source")
             for p in [root / "nbgrader_config.py", root / "source", *(root / "source").rglob("*")]:
                 os.chown(p, uid, gid)
-        print(f"course {course['id']}: exchange {base}, root {root}, grader {course['grader']}")
+        print(f"course {course['id']}: exchange {base} (group {group}), root {root}, grader {course['grader']}")
     return 0
 
 

@@ -9,7 +9,8 @@
 # to 8000. Two courses: "tdl" (students 1..N, N = TDL_HUB_STUDENTS, default 3; hw01 released) and
 # "tdl2" (one student, "other"), one instructor for both, a grader account (and Formgrader service)
 # per course. Accounts are named tdldemo-* (TDL_HUB_USER_PREFIX), with random passwords written to
-# STATE/logins.txt. Nothing else on the machine changes.
+# STATE/logins.txt; each course's Unix group (who may enter its exchange folder) is <prefix>-<course>.
+# Nothing else on the machine changes.
 set -Eeuo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cmd=${1:-}
@@ -45,6 +46,7 @@ stop() {
   for u in $users; do pkill -KILL -u "$u" 2>/dev/null || true; done
   [ -f "$state/hub/jupyterhub-proxy.pid" ] && kill "$(cat "$state/hub/jupyterhub-proxy.pid")" 2>/dev/null || true
   for u in $users; do id "$u" >/dev/null 2>&1 && userdel -r "$u" >/dev/null 2>&1 || true; done
+  for g in "$up-$course" "$up-${course}2"; do getent group "$g" >/dev/null && groupdel "$g" >/dev/null 2>&1 || true; done
   rm -rf "$state"
 }
 
@@ -61,6 +63,7 @@ for p in "$port" $((port + 81)) $((port + 1)) $((port + 1001)) $((port + 1002));
 done
 [ -e "$state" ] && die "$state exists: a demo may be running (deploy/hub/demo.sh stop $state)"
 for u in $users; do id "$u" >/dev/null 2>&1 && die "account $u exists already (deploy/hub/demo.sh stop, or TDL_HUB_USER_PREFIX)"; done
+for g in "$up-$course" "$up-${course}2"; do getent group "$g" >/dev/null && die "group $g exists already (deploy/hub/demo.sh stop, or TDL_HUB_USER_PREFIX)"; done
 
 trap 'echo "deploy/hub/demo.sh: start failed; undoing" >&2; stop' ERR
 "$here/setup.sh" "$prefix"
@@ -82,11 +85,11 @@ site = {"prefix": prefix, "state_dir": f"{state}/hub", "exchange": f"{state}/exc
         "port": port, "hub_port": port + 81, "proxy_api_port": port + 1, "admins": [f"{up}-instructor"],
         "cull_idle_s": 3600, "spawn_timeout_s": 180,
         "courses": [{"id": course, "root": f"{state}/courses/{course}", "home": f"/home/{up}-grader",
-                     "grader": f"{up}-grader", "port": port + 1001, "instructors": [f"{up}-instructor"],
+                     "grader": f"{up}-grader", "port": port + 1001, "unix_group": f"{up}-{course}", "instructors": [f"{up}-instructor"],
                      "students": [f"{up}-student{i}" for i in range(1, n + 1)],
                      "api_token": secrets.token_hex(32)},
                     {"id": f"{course}2", "root": f"{state}/courses/{course}2", "home": f"/home/{up}-grader2",
-                     "grader": f"{up}-grader2", "port": port + 1002, "instructors": [f"{up}-instructor"],
+                     "grader": f"{up}-grader2", "port": port + 1002, "unix_group": f"{up}-{course}2", "instructors": [f"{up}-instructor"],
                      "students": [f"{up}-other"]}]}
 fd = os.open(f"{state}/site.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds a token
 os.write(fd, json.dumps(site, indent=2).encode())

@@ -70,16 +70,49 @@ c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server",
                                  "read:users:name!user", "list:services", "read:services"]
 
 
-def _staff_get_instructor_tools(spawner):
-    """Instructors and graders get the Formgrader and Create Assignment back (students do not)."""
+def unix_group(course: dict) -> str:
+    """The Unix group that may read the course's exchange folder (courses.py creates it)."""
+    return course.get("unix_group", f"nbgrader-{course['id']}")
+
+
+def _sync_unix_groups(name: str, hub_groups: set[str]) -> None:
+    """Make the user's membership of each course's Unix group match the hub's groups.
+
+    Enrollment is enforced by the file system: exchange/<id> is 0750, group unix_group(course), so
+    only members can fetch, submit or fetch feedback (nbgrader's own check runs in the student's
+    server, where the student can bypass it, e.g. with `cp` in a terminal). The hub's groups are
+    the roster (`tdl roster import` keeps them in step); this runs as root before every spawn, and
+    the server gets the groups /etc/group gives at that moment: a student enrolled (or dropped)
+    while their server runs gets (or loses) access when it next starts."""
+    import grp
+    import subprocess
+
+    if os.geteuid() != 0:
+        return  # a hub that is not root cannot start servers as other users either
+    for course in courses:
+        cid, group = course["id"], unix_group(course)
+        want = bool({f"nbgrader-{cid}", f"formgrade-{cid}"} & hub_groups)
+        try:
+            has = name in grp.getgrnam(group).gr_mem
+        except KeyError:
+            raise RuntimeError(f"the Unix group {group!r} of course {cid!r} does not exist: run "
+                               f"deploy/hub/courses.py {SITE_FILE}") from None
+        if want != has:
+            subprocess.run(["gpasswd", "-a" if want else "-d", name, group], check=True,
+                           capture_output=True, text=True)
+
+
+def _pre_spawn(spawner):
+    """Course access as Unix groups, and the instructor tools for instructors and graders only."""
     groups = {g.name for g in spawner.user.orm_user.groups}
+    _sync_unix_groups(spawner.user.name, groups)
     env = dict(base_env)
     if any(g.startswith("formgrade-") for g in groups):
         env["JUPYTER_CONFIG_PATH"] = instructor_config
     spawner.environment = env
 
 
-c.Spawner.pre_spawn_hook = _staff_get_instructor_tools
+c.Spawner.pre_spawn_hook = _pre_spawn
 
 # --- roles: every user may list the services (the course list); formgrade-<id> may open its Formgrader
 c.JupyterHub.load_roles = [

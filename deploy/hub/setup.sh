@@ -31,6 +31,9 @@ command -v npm >/dev/null || die "npm is missing (Debian: apt-get install npm)"
 
 umask 022
 mkdir -p "$prefix"
+# one build at a time (two demos, or a demo and a test, starting together would both rebuild env/)
+exec 9> "$prefix/.setup.lock"
+flock 9
 env_dir=$prefix/env
 pins=$(cat "$repo/constraints.txt" "$here/requirements-hub.txt" "$repo/pyproject.toml" | sha256sum | cut -c1-16)
 src=$(cd "$repo" && find src \( -name '*.py' -o -name '*.j2' \) -print0 | sort -z | xargs -0 cat | sha256sum | cut -c1-16)
