@@ -109,6 +109,36 @@ def course_copy(tmp_path_factory):
     return make
 
 
+def hw01_answers(course: Path) -> dict:
+    """grade_id -> the reference solution of each solution cell of the course's hw01 source."""
+    import nbformat
+
+    source = nbformat.read(course / "source" / "hw01" / "hw01.ipynb", as_version=4)
+    return {c.metadata["nbgrader"]["grade_id"]: c.source for c in source.cells
+            if c.metadata.get("nbgrader", {}).get("solution")}
+
+
+def submit_hw01(course: Path, work: Path, sid: str, answers: dict, written: str) -> Path:
+    """Student ``sid`` (home ``work/students/<sid>``) fetches hw01 from the course's local exchange,
+    puts ``answers`` into its code cells and ``written`` into its written ones, and submits.
+    Returns the student's notebook."""
+    import nbformat
+    from nbgrader.exchange.default import ExchangeFetchAssignment, ExchangeSubmit
+
+    home = work / "students" / sid
+    home.mkdir(parents=True)
+    student_app(ExchangeFetchAssignment, course, home, sid, "hw01").start()
+    path = home / "tdl" / "hw01" / "hw01.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    for c in nb.cells:
+        gid = c.metadata.get("nbgrader", {}).get("grade_id")
+        if gid in answers:
+            c.source = answers[gid] if c.cell_type == "code" else written
+    nbformat.write(nb, path)
+    student_app(ExchangeSubmit, course, home, sid, "hw01").start()
+    return path
+
+
 def student_app(cls, course: Path, home: Path, sid: str, assignment: str):
     """An nbgrader exchange app (fetch, submit, fetch feedback) acting as student ``sid`` in
     ``home``, on the local exchange of ``course``."""
@@ -175,6 +205,29 @@ def server(site):
     yield url
     proc.terminate()
     proc.wait(timeout=10)
+
+
+class PageLog:
+    """Console errors, page errors, failed requests, and every request that leaves 127.0.0.1
+    (recorded and aborted; ``data:``/``blob:`` pass, and ``file:`` when ``files`` is true)."""
+
+    def __init__(self, page, files: bool = False):
+        from urllib.parse import urlparse
+
+        self.errors, self.foreign, self.failed = [], [], []
+        page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+        page.on("requestfailed", lambda r: self.failed.append(r.url))
+        local = ("data:", "blob:", "file:") if files else ("data:", "blob:")
+
+        def route(r):
+            url = r.request.url
+            if url.startswith(local) or urlparse(url).hostname == "127.0.0.1":
+                return r.continue_()
+            self.foreign.append(url)
+            return r.abort()
+
+        page.route("**/*", route)
 
 
 def free_port() -> int:

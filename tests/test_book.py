@@ -7,13 +7,12 @@ import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import urlparse
 
 import nbformat
 import pytest
 import yaml
 
-from conftest import ROOT, build_book
+from conftest import ROOT, PageLog, build_book
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("book")]
 
@@ -178,25 +177,6 @@ def test_a_notebook_that_raises_fails_the_build(tmp_path):
 
 
 # --- in a real browser -------------------------------------------------------------------------
-
-class PageLog:
-    """Console errors, page errors, failed requests and every request that leaves 127.0.0.1."""
-
-    def __init__(self, page):
-        self.errors, self.foreign, self.failed = [], [], []
-        page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
-        page.on("pageerror", lambda e: self.errors.append(str(e)))
-        page.on("requestfailed", lambda r: self.failed.append(r.url))
-
-        def route(r):
-            host = urlparse(r.request.url).hostname
-            if r.request.url.startswith(("data:", "blob:")) or host == "127.0.0.1":
-                return r.continue_()
-            self.foreign.append(r.request.url)
-            return r.abort()
-
-        page.route("**/*", route)
-
 
 def open_page(browser, url):
     page = browser.new_page()

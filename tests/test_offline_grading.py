@@ -11,12 +11,10 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
-from urllib.parse import urlparse
 
-import nbformat
 import pytest
 
-from conftest import BIN, ROOT, student_app, tdl_env
+from conftest import BIN, ROOT, PageLog, hw01_answers, student_app, submit_hw01, tdl_env
 from test_tdl_safety import COURSE_VARS, _get, _runner, _server, roster
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading")]
@@ -24,27 +22,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading")]
 MATH = r"$\int_0^1 x\,dx = \frac{1}{2}$"
 
 
-class PageLog:
-    """Console errors, page errors, and every request that leaves 127.0.0.1 or file:// (aborted)."""
-
-    def __init__(self, page):
-        self.errors, self.foreign = [], []
-        page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
-        page.on("pageerror", lambda e: self.errors.append(str(e)))
-
-        def route(r):
-            url = r.request.url
-            if url.startswith(("data:", "blob:", "file:")) or urlparse(url).hostname == "127.0.0.1":
-                return r.continue_()
-            self.foreign.append(url)
-            return r.abort()
-
-        page.route("**/*", route)
-
-
 def open_page(browser, url):
     page = browser.new_page()
-    log = PageLog(page)
+    log = PageLog(page, files=True)
     page.goto(url, wait_until="load")
     return page, log
 
@@ -69,7 +49,7 @@ def course(tmp_path_factory):
     """hw01 released; ada and bob submit every answer, the written one with math; collected, graded
     (`tdl grade`), feedback released (--partial: nobody graded the written answer) and fetched by
     ada; `tdl report hw01` written."""
-    from nbgrader.exchange.default import ExchangeFetchAssignment, ExchangeFetchFeedback, ExchangeSubmit
+    from nbgrader.exchange.default import ExchangeFetchFeedback
 
     work = tmp_path_factory.mktemp("offline")
     root = work / "course"
@@ -83,21 +63,9 @@ def course(tmp_path_factory):
         for args in (("roster", "import", roster(work)), ("release", "hw01", "--no-check")):
             r = run(*args)
             assert r.returncode == 0, r.stdout + r.stderr
-        source = nbformat.read(root / "source" / "hw01" / "hw01.ipynb", as_version=4)
-        answers = {c.metadata["nbgrader"]["grade_id"]: c.source for c in source.cells
-                   if c.metadata.get("nbgrader", {}).get("solution")}
+        answers = hw01_answers(root)
         for sid in ("ada", "bob"):
-            home = work / "students" / sid
-            home.mkdir(parents=True)
-            student_app(ExchangeFetchAssignment, root, home, sid, "hw01").start()
-            path = home / "tdl" / "hw01" / "hw01.ipynb"
-            nb = nbformat.read(path, as_version=4)
-            for c in nb.cells:
-                gid = c.metadata.get("nbgrader", {}).get("grade_id")
-                if gid in answers:
-                    c.source = answers[gid] if c.cell_type == "code" else f"{sid}: the area is {MATH}."
-            nbformat.write(nb, path)
-            student_app(ExchangeSubmit, root, home, sid, "hw01").start()
+            submit_hw01(root, work, sid, answers, f"{sid}: the area is {MATH}.")
         for args in (("collect", "hw01"), ("grade", "hw01", "--jobs", "1", "--sandbox", "off", "--no-progress"),
                      ("feedback", "hw01", "--partial"), ("report", "hw01")):
             r = run(*args)
