@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import execute as gx
@@ -47,7 +47,7 @@ from .pool import WorkerPool
 from .course import Course, CourseError, check_assignment, check_students, course_lock, private_paths, \
     restrict_permissions
 
-SANDBOX_CHOICES = ("auto", "require", "off")
+SANDBOX_CHOICES = ("auto", "require", "sudo", "off")
 RECORD_VERSION = 2  # 2: trusted verdicts and tampering flags
 LAB_TAG = "tdl-graded"
 
@@ -443,10 +443,19 @@ def _write_record(course: Course, assignment: str, student: str, data: dict) -> 
 def make_plan(course: Course, mode: str, jobs: int, scratch_root: str, memory_mb: int | None = None,
               uid_base: int | None = sandbox.DEFAULT_UID_BASE, hide_reference: bool = True):
     """The sandbox plan of a run: probed once (``mode``: ``auto`` falls back with warnings,
-    ``require`` raises when no isolation is possible, ``off`` runs kernels in a scratch copy only).
+    ``require`` raises when no isolation is possible, ``sudo`` uses the root-owned helper through
+    sudo (``sandbox_helper``; what ``auto`` and ``require`` use when not root and a sudo rule allows
+    it), ``off`` runs kernels in a scratch copy only).
     ``uid_base``: the first of the run's uids (see ``sandbox.reserve_uids``)."""
     if mode not in SANDBOX_CHOICES:
         raise ValueError(f"sandbox={mode!r} is not allowed; allowed: {', '.join(SANDBOX_CHOICES)}")
+    sudo_failed = ()
+    if mode != "off" and (mode == "sudo" or os.geteuid() != 0):
+        plan = _sudo_plan(course, mode, memory_mb)
+        if isinstance(plan, str):
+            sudo_failed = (plan,)
+        elif plan is not None:
+            return plan
     base = uid_base if uid_base is not None else sandbox.DEFAULT_UID_BASE
     hide = [str(course.root), str(course.exchange_root)]
     db = course.sqlite_path()
@@ -458,7 +467,37 @@ def make_plan(course: Course, mode: str, jobs: int, scratch_root: str, memory_mb
                                                      "the grader's user in a scratch copy",))
     sandbox.check_uids(plan, jobs)
     secrets = [str(p) for p in private_paths(course) if p.exists()]
-    return sandbox.probe(plan, scratch_root, secrets, require=(mode == "require"))
+    plan = sandbox.probe(plan, scratch_root, secrets, require=(mode == "require"))
+    return replace(plan, warnings=sudo_failed + plan.warnings) if sudo_failed else plan
+
+
+def _sudo_plan(course: Course, mode: str, memory_mb: int | None):
+    """The ``sudo`` plan when the helper's sudo rule allows it and its probe passes. Otherwise, for
+    ``auto``: ``None`` (no rule) or the reason the probe failed, a warning; for ``sudo`` and
+    ``require``: ``RuntimeError`` naming the sudoers line to add."""
+    from . import sandbox_helper
+
+    helper = sandbox_helper.helper_path()
+    allowed, why = sandbox_helper.sudo_allowed(helper)
+    if not allowed:
+        if mode == "auto":
+            return None
+        raise RuntimeError(
+            f"--sandbox {mode}: {why}. As root, install the helper (deploy/sandbox/install.sh, see "
+            "assignments/README.md, 'Isolation') and allow it in /etc/sudoers.d/tdl-sandbox:\n  "
+            + sandbox_helper.sudoers_line(helper))
+    hide = [str(course.root), str(course.exchange_root)]
+    db = course.sqlite_path()
+    if db is not None:
+        hide.append(str(db.parent))
+    hide = [os.path.realpath(h) for h in hide if os.path.isdir(h)]
+    secrets = [str(p) for p in private_paths(course) if p.exists()]
+    try:
+        return sandbox_helper.probe_plan(helper, hide, secrets, memory_mb)
+    except sandbox_helper.HelperError as e:
+        if mode == "auto":
+            return f"the sudo sandbox helper is allowed but does not work: {e}"
+        raise RuntimeError(f"--sandbox {mode}: {e}") from None
 
 
 def grade(course: Course, assignment: str, *, jobs: int = 2, limits: gx.Limits | None = None,
@@ -530,7 +569,7 @@ def _grade_locked(course, assignment, submitted, jobs, limits, force, sandbox_mo
             uid_base = held.enter_context(sandbox.reserve_uids(jobs, int(env_base) if env_base else None))
             pool.plan = plan = make_plan(course, sandbox_mode, jobs, scratch_root, memory_mb, uid_base,
                                          hide_reference=trusted_checks)
-            if plan.uid_base is not None:
+            if plan.uid_base is not None or plan.mode == sandbox.SUDO_MODE:
                 restrict_permissions(course)
             plan_desc, plan_warnings = plan.describe(), plan.warnings
             for w in plan.warnings:

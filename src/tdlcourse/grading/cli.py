@@ -304,7 +304,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--student", action="append", help="grade only this student (repeatable)")
     r.add_argument("--force", action="store_true", help="regrade submissions that were already graded")
     r.add_argument("--sandbox", choices=SANDBOX_CHOICES, default="auto",
-                   help="kernel isolation: auto (best available, warn otherwise), require, off")
+                   help="kernel isolation: auto (best available, warn otherwise), require (fail "
+                        "without isolation), sudo (the root-owned helper through a sudo rule, for a "
+                        "grader that is not root; auto and require use it when the rule exists), off")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_grade)
 

@@ -27,6 +27,7 @@ import asyncio
 import math
 import os
 import shutil
+import signal
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -107,17 +108,48 @@ def _client_class():
     from nbclient import NotebookClient
 
     class SandboxKernelManager(AsyncKernelManager):
-        """Starts the kernel through the sandbox launcher."""
+        """Starts the kernel through the sandbox launcher. Through sudo (mode ``sudo``) the helper
+        builds the command itself from a one-time token, and every signal goes through the
+        worker's session: the Popen process is sudo's (root), which does not pass SIGKILL on."""
 
         sandbox_plan = None
         sandbox_slot = 0
         sandbox_scratch = ""
+        sandbox_session = None  # mode "sudo": sandbox_helper.Session
+        sandbox_env: dict = {}
 
         def format_kernel_cmd(self, extra_arguments=None):
             cmd = super().format_kernel_cmd(extra_arguments)
             if self.sandbox_plan is None:
                 return cmd
+            if self.sandbox_session is not None:
+                from . import sandbox_helper
+
+                token = self.sandbox_session.token(self.sandbox_scratch, "kernel", hide=self.sandbox_plan.hide,
+                                                   env=self.sandbox_env, memory_mb=self.sandbox_plan.memory_mb)
+                return sandbox_helper.kernel_command(self.sandbox_plan, token)
             return sandbox.launcher_command(self.sandbox_plan, self.sandbox_slot, self.sandbox_scratch, cmd)
+
+        async def _async_signal_kernel(self, signum):
+            if self.sandbox_session is None:
+                return await super()._async_signal_kernel(signum)
+            if self.has_kernel:
+                self.sandbox_session.signal(self.sandbox_scratch, signum)
+
+        async def _async_send_kernel_sigterm(self, restart=False):
+            if self.sandbox_session is None:
+                return await super()._async_send_kernel_sigterm(restart)
+            if self.has_kernel:
+                self.sandbox_session.signal(self.sandbox_scratch, signal.SIGTERM)
+
+        async def _async_kill_kernel(self, restart=False):
+            if self.sandbox_session is not None and self.has_kernel:
+                try:  # the kernel first: sudo then reaps it and exits (killed, it would leave it running)
+                    self.sandbox_session.signal(self.sandbox_scratch, signal.SIGKILL)
+                    await asyncio.wait_for(self._async_wait(), timeout=5.0)
+                except Exception:  # noqa: BLE001 - a dead session swept the slot already; sudo is killed below
+                    pass
+            await super()._async_kill_kernel(restart)
 
     class LimitedClient(NotebookClient):
         """nbclient with an output cap and a record of timeouts."""
@@ -157,8 +189,10 @@ def _on_cell_executed(cell, cell_index, execute_reply, **_):
                 cell.outputs[-1]["traceback"] = content["traceback"]
 
 
-def copy_files(files_dir: str, scratch: str, uid: int | None) -> None:
-    """Copy a submission's extra files (never notebooks, timestamps or secrets) into scratch."""
+def copy_files(files_dir: str, scratch: str, uid: int | None, shared: bool = False) -> None:
+    """Copy a submission's extra files (never notebooks, timestamps or secrets) into scratch.
+    ``shared``: the scratch directory is the sudo helper's (the slot uid's, 0770, the grader's
+    group); the copies are made readable and writable by the kernel (only those two can enter)."""
     if not files_dir or not os.path.isdir(files_dir):
         return
     for dirpath, dirnames, filenames in os.walk(files_dir):
@@ -167,6 +201,8 @@ def copy_files(files_dir: str, scratch: str, uid: int | None) -> None:
         os.makedirs(dest_dir, exist_ok=True)
         if uid is not None:
             os.chown(dest_dir, uid, uid)
+        if shared and rel != ".":
+            os.chmod(dest_dir, 0o777)
         for name in filenames:
             src = os.path.join(dirpath, name)
             if name.endswith(".ipynb") or (rel == "." and name in SKIP_FILES) or os.path.islink(src):
@@ -175,6 +211,8 @@ def copy_files(files_dir: str, scratch: str, uid: int | None) -> None:
             shutil.copyfile(src, dest)
             if uid is not None:
                 os.chown(dest, uid, uid)
+            if shared:
+                os.chmod(dest, 0o666)
 
 
 _START_ATTEMPTS = 3
@@ -202,7 +240,7 @@ async def _discard_kernel(km, client, log) -> None:
     log.truncate()
 
 
-async def _run(task: Task, plan, slot: int, scratch: str) -> Result:
+async def _run(task: Task, plan, slot: int, scratch: str, session=None) -> Result:
     import nbformat
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
@@ -211,10 +249,22 @@ async def _run(task: Task, plan, slot: int, scratch: str) -> Result:
     nb = nbformat.reads(task.notebook, as_version=4)
     kernel_name = nb.metadata.get("kernelspec", {}).get("name") or "python3"
 
+    env = dict(task.env) if task.env is not None else \
+        sandbox.kernel_env(scratch, {"NBGRADER_EXECUTION": "autograde",
+                                     **({"TDL_CHECK_MODE": task.check_mode} if task.check_mode else {})})
+
     def new_manager():
         m = km_class(kernel_name=kernel_name)
         m.sandbox_plan = None if plan is None or plan.mode == "none" else plan
         m.sandbox_slot, m.sandbox_scratch = slot, scratch
+        if session is not None:
+            from . import sandbox_helper
+
+            # the helper reads the grader's connection file from the scratch directory, and sets the
+            # kernel's environment itself: only these variables are the grader's to pass on
+            m.sandbox_session = session
+            m.connection_file = os.path.join(scratch, "kernel.json")
+            m.sandbox_env = {k: v for k, v in env.items() if k in sandbox_helper.ENV_NAMES}
         return m
 
     km = new_manager()
@@ -234,9 +284,6 @@ async def _run(task: Task, plan, slot: int, scratch: str) -> Result:
     stop_reason: CellEvent | None = None
     try:
         try:
-            env = dict(task.env) if task.env is not None else \
-                sandbox.kernel_env(scratch, {"NBGRADER_EXECUTION": "autograde",
-                                             **({"TDL_CHECK_MODE": task.check_mode} if task.check_mode else {})})
             for attempt in range(_START_ATTEMPTS):
                 await km.start_kernel(cwd=scratch, env=env,
                                       stdout=log, stderr=log, extra_arguments=client.extra_arguments)
@@ -350,6 +397,16 @@ def execute(task: Task, plan=None, slot: int = 0, scratch_root: str | None = Non
     """
     if task.cwd is not None:
         return asyncio.run(_run(task, None, slot, task.cwd))
+    if plan is not None and plan.mode == sandbox.SUDO_MODE:
+        from . import sandbox_helper
+
+        session = sandbox_helper.worker_session(plan)
+        scratch = session.scratch(0)
+        try:
+            copy_files(task.files_dir, scratch, None, shared=True)
+            return asyncio.run(_run(task, plan, slot, scratch, session))
+        finally:
+            session.release(scratch)  # kills whatever the kernel left, removes the scratch directory
     root = scratch_root or tempfile.gettempdir()
     uid = None if plan is None else plan.uid(slot)
     scratch = sandbox.make_scratch(root, uid)

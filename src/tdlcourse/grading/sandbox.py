@@ -22,6 +22,11 @@ readable by others, which ``tdl grade`` enforces) and ``none`` (a scratch copy o
 read whatever the grader's user can read). The residual risks are listed in
 ``assignments/README.md``.
 
+When the grader is not root (an instructor's server on a class hub), the same launcher runs as root
+through a sudo rule for one fixed, root-owned helper program (mode ``sudo``, see
+``sandbox_helper``): the helper holds the uids, makes the scratch directories and builds every
+kernel's command line itself; the grader only asks for them.
+
 The namespace and mount calls are Linux system calls made through ``ctypes`` (no new dependency).
 """
 
@@ -52,6 +57,7 @@ SYS_OPEN_TREE, SYS_MOVE_MOUNT = 428, 429  # same number on every architecture si
 PR_SET_NO_NEW_PRIVS = 38
 
 MODES = ("user+namespace", "user", "none")
+SUDO_MODE = "sudo"  # user+namespace, set up by the root-owned helper through sudo (sandbox_helper)
 # Per-slot uids live far above the ranges used for people, system users, systemd's dynamic users
 # and the usual subordinate-uid ranges of containers; a uid with a passwd entry is never used.
 DEFAULT_UID_BASE = 2_000_000_000
@@ -79,6 +85,8 @@ class SandboxPlan:
     limits: tuple[tuple[str, int], ...] = ()
     warnings: tuple[str, ...] = field(default=(), compare=False)
     reference_hidden: bool = False  # the probe must find tdlcourse neither importable nor readable
+    helper: str | None = None  # mode "sudo": the root-owned helper run through sudo (sandbox_helper)
+    memory_mb: int | None = None  # mode "sudo": the helper sets RLIMIT_AS itself from this
 
     @property
     def namespace(self) -> bool:
@@ -90,6 +98,9 @@ class SandboxPlan:
     def describe(self) -> str:
         if self.mode == "none":
             return "none (scratch copy only; the kernel runs as the grader's user)"
+        if self.mode == SUDO_MODE:
+            return (f"through sudo {self.helper}: unprivileged uid per slot, "
+                    "private mount namespace (course, exchange, gradebook, homes hidden)")
         parts = []
         if self.uid_base is not None:
             parts.append(f"unprivileged uid {self.uid_base}+slot")
@@ -126,9 +137,10 @@ def _inside(path: str, parent: str) -> bool:
     return path == parent or path.startswith(parent.rstrip("/") + "/")
 
 
-def python_paths() -> list[str]:
+def python_paths(from_env: bool = True) -> list[str]:
     """Directories a kernel needs to start: the interpreter's prefixes, site-packages and the
-    directory that holds ``tdlcheck`` (an editable install points outside site-packages)."""
+    directory that holds ``tdlcheck`` (an editable install points outside site-packages);
+    ``from_env``: add ``TDL_SANDBOX_KEEP`` (never in the sudo helper: its caller is not trusted)."""
     import tdlcheck
 
     paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
@@ -138,7 +150,8 @@ def python_paths() -> list[str]:
         paths += site.getsitepackages()
     except AttributeError:  # pragma: no cover - virtualenv's old site module
         pass
-    paths += [p for p in os.environ.get("TDL_SANDBOX_KEEP", "").split(os.pathsep) if p]
+    if from_env:
+        paths += [p for p in os.environ.get("TDL_SANDBOX_KEEP", "").split(os.pathsep) if p]
     return _existing(paths) + [os.path.realpath(p) for p in paths if p and os.path.isdir(p)]
 
 
@@ -199,8 +212,9 @@ def probe(plan: SandboxPlan, scratch_root: str, secret_paths: list[str], *, requ
         warnings.append(
             "tdl grade is not running as root, so the grading kernels run as "
             f"{pwd.getpwuid(os.geteuid()).pw_name} in a scratch copy only: student code can read any file "
-            "that user can read (the gradebook, source/). Run `tdl grade` as root (or see "
-            "assignments/README.md, 'Isolation') for an unprivileged user and hidden course directories.")
+            "that user can read (the gradebook, source/). Run `tdl grade` as root, or install the sandbox "
+            "helper with a sudo rule for this user (deploy/sandbox/install.sh; assignments/README.md, "
+            "'Isolation') for an unprivileged user and hidden course directories.")
     for mode in MODES[MODES.index(plan.mode):]:
         if mode == "none":
             break
@@ -263,6 +277,11 @@ def _probe_once(plan: SandboxPlan, scratch_root: str, secret_paths: list[str]) -
     finally:
         sweep(plan, 0)
         remove_scratch(scratch)
+    return probe_verdict(r)
+
+
+def probe_verdict(r: subprocess.CompletedProcess) -> tuple[bool, str]:
+    """Whether a finished probe process (``_PROBE_CODE``) found the sandbox tight, and why not."""
     if r.returncode != 0:
         return False, (r.stderr.strip().splitlines() or ["exit status %d" % r.returncode])[-1]
     try:
@@ -322,13 +341,19 @@ def sweep(plan: SandboxPlan, slot: int) -> None:
     uid = plan.uid(slot)
     if uid is None or os.geteuid() != 0:
         return
+    signal_uid(uid, signal.SIGKILL)
+
+
+def signal_uid(uid: int, signum: int) -> None:
+    """Send ``signum`` to every process of ``uid`` (as root: a child of that uid calls ``kill(-1)``,
+    which reaches exactly the processes of its own uid)."""
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
         try:
             os.setgroups([])
             os.setresgid(uid, uid, uid)
             os.setresuid(uid, uid, uid)
-            os.kill(-1, signal.SIGKILL)
+            os.kill(-1, signum)
         except OSError:
             pass
         os._exit(0)
@@ -354,7 +379,8 @@ def reserve_uids(slots: int, base: int | None = None):
     if os.geteuid() != 0:
         yield None
         return
-    lockdir = Path(tempfile.gettempdir()) / "tdl-sandbox-uids"
+    # in /run (root's), not /tmp: anyone could create /tmp/tdl-sandbox-uids first and stop every run
+    lockdir = Path("/run" if os.path.isdir("/run") else tempfile.gettempdir()) / "tdl-sandbox-uids"
     lockdir.mkdir(mode=0o700, exist_ok=True)
     st = os.lstat(lockdir)
     if not os.path.isdir(lockdir) or os.path.islink(lockdir) or st.st_uid != 0 or st.st_mode & 0o077:
@@ -455,8 +481,6 @@ def _setup_namespace(spec: dict) -> None:
 
 
 def _launch(spec: dict, argv: list[str]) -> None:
-    import resource
-
     scratch = spec["scratch"]
     uid = spec["uid"]
     # The connection file lives in the grader's runtime directory (hidden below): copy it first.
@@ -470,6 +494,15 @@ def _launch(spec: dict, argv: list[str]) -> None:
         if uid is not None:
             os.chown(conn, uid, uid)
         argv = argv[:i] + [conn] + argv[i + 1:]
+    enter_and_exec(spec, argv, os.environ)
+
+
+def enter_and_exec(spec: dict, argv: list[str], env) -> None:
+    """As root: the namespace of ``spec``, its limits, its uid, ``no_new_privs``, then ``exec``."""
+    import resource
+
+    scratch = spec["scratch"]
+    uid = spec["uid"]
     if "namespace" in spec["mode"]:
         _setup_namespace(spec)
     for name, value in spec["limits"]:
@@ -481,7 +514,7 @@ def _launch(spec: dict, argv: list[str]) -> None:
         os.setresuid(uid, uid, uid)
     _check(_lib().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")
     os.chdir(scratch)
-    os.execve(argv[0], argv, os.environ)
+    os.execve(argv[0], argv, env)
 
 
 def main(args: list[str] | None = None) -> None:  # pragma: no cover - runs as the launcher process
