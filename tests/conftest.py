@@ -220,14 +220,13 @@ class PageLog:
         page.on("requestfailed", lambda r: self.failed.append(r.url))
         local = ("data:", "blob:", "file:") if files else ("data:", "blob:")
 
-        def route(r):
-            url = r.request.url
-            if url.startswith(local) or urlparse(url).hostname == "127.0.0.1":
-                return r.continue_()
-            self.foreign.append(url)
-            return r.abort()
+        def is_local(url: str) -> bool:
+            return url.startswith(local) or urlparse(url).hostname == "127.0.0.1"
 
-        page.route("**/*", route)
+        # recorded from the request event, which sees every request (routing misses the later
+        # hops of a redirect); aborted by the route where routing sees it
+        page.on("request", lambda r: is_local(r.url) or self.foreign.append(r.url))
+        page.route("**/*", lambda r: r.continue_() if is_local(r.request.url) else r.abort())
 
 
 def free_port() -> int:

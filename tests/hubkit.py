@@ -79,6 +79,7 @@ def demo_hub(up: str, tag: str, **env_extra):
 
         groups = [g.gr_name for g in grp.getgrall() if g.gr_name.startswith(up + "-")]
         assert groups == [], f"groups left behind: {groups}"
+        assert not Path(f"/etc/sudoers.d/{up}-sandbox").exists(), "the graders' sudo rule was left behind"
         assert hub_pid is None or not alive(hub_pid), "the hub is still running after demo.sh stop"
 
 
@@ -126,7 +127,8 @@ def as_grader(hub, course: dict, *args, timeout: float = 900) -> subprocess.Comp
     env = ["env", "-i", f"HOME={course.get('home', course['root'])}", f"PATH={PREFIX}/env/bin:/usr/bin:/bin",
            f"TDL_EXCHANGE={hub['site']['exchange']}", f"TDL_COURSE_ID={course['id']}",
            f"JUPYTERHUB_USER={course['grader']}", f"JUPYTERHUB_API_TOKEN={course['api_token']}",
-           f"JUPYTERHUB_API_URL=http://127.0.0.1:{hub['site']['hub_port']}/hub/api"]
+           f"JUPYTERHUB_API_URL=http://127.0.0.1:{hub['site']['hub_port']}/hub/api",
+           f"TDL_SANDBOX_HELPER={PREFIX}/bin/tdl-sandbox"]  # as the hub sets it for its services
     return subprocess.run(["runuser", "-u", course["grader"], "--", *env, f"{PREFIX}/env/bin/tdl",
                            "--course", course["root"], *args], capture_output=True, text=True, timeout=timeout,
                           cwd="/")

@@ -15,7 +15,10 @@
   it holds the sources (solutions, hidden tests), every submission and the gradebook, and only the
   grader account (the course's Formgrader service runs as it) may read it; seeded with the
   project's nbgrader_config.py and source/ when it is empty;
-- the hub's state folder, root only.
+- the hub's state folder, root only;
+- the sudo rule (site key "sudoers", default /etc/sudoers.d/tdl-sandbox) that lets every grader
+  account run `tdl grade`'s sandbox helper PREFIX/bin/tdl-sandbox as root, and nothing else
+  (deploy/sandbox/install.sh; setup.sh installs the helper).
 
 Idempotent: re-running fixes owners and modes and leaves contents alone. A grader account that does
 not exist is an error naming it (create it with `useradd --create-home <name>` first).
@@ -86,6 +89,18 @@ def main(argv: list[str]) -> int:
             for p in [root / "nbgrader_config.py", root / "source", *(root / "source").rglob("*")]:
                 os.chown(p, uid, gid)
         print(f"course {course['id']}: exchange {base} (group {group}), root {root}, grader {course['grader']}")
+    # the graders may run tdl grade's sandbox helper as root, and nothing else (a sudo rule)
+    graders = sorted({course["grader"] for course in site.get("courses", [])})
+    prefix = site.get("prefix", "/opt/tdl-hub")
+    if graders:
+        env = dict(os.environ, HELPER=f"{prefix}/bin/tdl-sandbox",
+                   SUDOERS=site.get("sudoers", "/etc/sudoers.d/tdl-sandbox"))
+        r = subprocess.run([str(REPO / "deploy" / "sandbox" / "install.sh"), prefix, *graders], env=env,
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            print(f"courses.py: the graders' sandbox rule was not written: {r.stderr.strip()}", file=sys.stderr)
+            return 1
+        print(r.stdout.strip().splitlines()[-1])
     return 0
 
 

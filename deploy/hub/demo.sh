@@ -10,7 +10,8 @@
 # "tdl2" (one student, "other"), one instructor for both, a grader account (and Formgrader service)
 # per course. Accounts are named tdldemo-* (TDL_HUB_USER_PREFIX), with random passwords written to
 # STATE/logins.txt; each course's Unix group (who may enter its exchange folder) is <prefix>-<course>.
-# Nothing else on the machine changes.
+# The graders' sudo rule for tdl grade's sandbox is /etc/sudoers.d/<prefix>-sandbox. Nothing else on
+# the machine changes.
 set -Eeuo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cmd=${1:-}
@@ -47,6 +48,7 @@ stop() {
   [ -f "$state/hub/jupyterhub-proxy.pid" ] && kill "$(cat "$state/hub/jupyterhub-proxy.pid")" 2>/dev/null || true
   for u in $users; do id "$u" >/dev/null 2>&1 && userdel -r "$u" >/dev/null 2>&1 || true; done
   for g in "$up-$course" "$up-${course}2"; do getent group "$g" >/dev/null && groupdel "$g" >/dev/null 2>&1 || true; done
+  rm -f "/etc/sudoers.d/$up-sandbox"
   rm -rf "$state"
 }
 
@@ -83,14 +85,14 @@ state, prefix, port, up, course = sys.argv[1], sys.argv[2], int(sys.argv[3]), sy
 n = int(sys.argv[6])
 site = {"prefix": prefix, "state_dir": f"{state}/hub", "exchange": f"{state}/exchange", "ip": "127.0.0.1",
         "port": port, "hub_port": port + 81, "proxy_api_port": port + 1, "admins": [f"{up}-instructor"],
-        "cull_idle_s": 3600, "spawn_timeout_s": 180,
+        "cull_idle_s": 3600, "spawn_timeout_s": 180, "sudoers": f"/etc/sudoers.d/{up}-sandbox",
         "courses": [{"id": course, "root": f"{state}/courses/{course}", "home": f"/home/{up}-grader",
                      "grader": f"{up}-grader", "port": port + 1001, "unix_group": f"{up}-{course}", "instructors": [f"{up}-instructor"],
                      "students": [f"{up}-student{i}" for i in range(1, n + 1)],
                      "api_token": secrets.token_hex(32)},
                     {"id": f"{course}2", "root": f"{state}/courses/{course}2", "home": f"/home/{up}-grader2",
                      "grader": f"{up}-grader2", "port": port + 1002, "unix_group": f"{up}-{course}2", "instructors": [f"{up}-instructor"],
-                     "students": [f"{up}-other"]}]}
+                     "students": [f"{up}-other"], "api_token": secrets.token_hex(32)}]}
 fd = os.open(f"{state}/site.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds a token
 os.write(fd, json.dumps(site, indent=2).encode())
 os.close(fd)

@@ -21,7 +21,9 @@ exchange = site.get("exchange", "/srv/nbgrader/exchange")
 courses = site.get("courses", [])
 env_bin = prefix / "env" / "bin"
 instructor_config = str(prefix / "instructor" / "etc" / "jupyter")
-base_env = {"TDL_EXCHANGE": exchange, "PATH": f"{env_bin}:/usr/local/bin:/usr/bin:/bin"}
+# TDL_SANDBOX_HELPER: tdl grade's sandbox for the graders, through the sudo rule courses.py writes
+base_env = {"TDL_EXCHANGE": exchange, "PATH": f"{env_bin}:/usr/local/bin:/usr/bin:/bin",
+            "TDL_SANDBOX_HELPER": str(prefix / "bin" / "tdl-sandbox")}
 
 c.JupyterHub.ip = site.get("ip", "127.0.0.1")
 c.JupyterHub.port = int(site.get("port", 8000))

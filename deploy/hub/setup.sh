@@ -119,4 +119,14 @@ cat > "$inst/jupyter_server_config.d/zz-tdl-instructors.json" <<'JSON'
 JSON
 cp "$here/jupyterhub_config.py" "$prefix/jupyterhub_config.py"
 chmod -R a+rX "$prefix"
+
+# tdl grade's sandbox for the graders (not root): a root-owned helper that courses.py's sudo rule
+# names (deploy/sandbox/install.sh; assignments/README.md, "Without root").
+if ! command -v sudo >/dev/null || ! command -v visudo >/dev/null; then
+  command -v apt-get >/dev/null || die "sudo is missing: tdl grade's sandbox needs it for the graders"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends sudo >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends sudo >/dev/null; } \
+    || die "apt-get install sudo failed: tdl grade's sandbox needs it for the graders"
+fi
+HELPER="$prefix/bin/tdl-sandbox" "$repo/deploy/sandbox/install.sh" "$prefix" >/dev/null
 echo "deploy/hub/setup.sh: $prefix ready (env: $env_dir, proxy: $prefix/proxy)"
