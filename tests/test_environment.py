@@ -253,3 +253,25 @@ def test_the_pins_resolve_on_each_python_3_11(which, tmp_path):
                           "version that does, or raise the floor:\n" + "\n".join(sorted(excludes)))
     missing = direct_dependencies() - {_norm(i["metadata"]["name"]) for i in resolved["install"]}
     assert not missing, f"not resolved: {sorted(missing)}"
+
+
+def test_xdist_groups_keep_their_tests_on_one_worker(tmp_path):
+    """`make test` runs `-n 2 --dist loadgroup`: tests that share a costly module fixture or the
+    machine's accounts (the hub, the book, JupyterLab) are kept on one worker by `xdist_group`.
+    pytest-xdist 3.8.0 ignores the marks under pytest 9 (it renames a node id pytest 9 no longer
+    reads), hence the pin; this fails if a bump breaks it again."""
+    (tmp_path / "test_grouped.py").write_text(
+        "import os, pytest\n"
+        "@pytest.mark.xdist_group('g')\n"
+        "@pytest.mark.parametrize('i', range(8))\n"
+        "def test_g(i):\n"
+        "    open(os.path.join(os.path.dirname(__file__), f'w{i}'), 'w').write(os.environ['PYTEST_XDIST_WORKER'])\n"
+        "@pytest.mark.parametrize('i', range(8))\n"
+        "def test_free(i):\n"
+        "    pass\n")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", "2", "--dist", "loadgroup",
+                        "-c", os.devnull, "--rootdir", str(tmp_path), str(tmp_path / "test_grouped.py")],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    workers = {(tmp_path / f"w{i}").read_text() for i in range(8)}
+    assert len(workers) == 1, f"the group's tests ran on workers {sorted(workers)}"
