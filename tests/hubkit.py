@@ -108,6 +108,14 @@ class Browser:
         with self.opener.open(req, timeout=60) as r:
             assert r.status == 200 and "/hub/home" in r.geturl(), r.geturl()
 
+    def api_token(self, user: str) -> str:
+        """A new API token of the logged-in user (as the hub's Token page makes one)."""
+        req = urllib.request.Request(f"{self.base}/hub/api/users/{user}/tokens", method="POST",
+                                     data=json.dumps({"note": "test", "expires_in": 600}).encode(),
+                                     headers={"X-XSRFToken": self.xsrf(), "Content-Type": "application/json"})
+        with self.opener.open(req, timeout=60) as r:
+            return json.loads(r.read())["token"]
+
     def spawn(self, user: str, timeout: float = 240) -> None:
         """Start the user's server as the home page's button does (GET /hub/spawn), and wait for it."""
         status, url, body = self.get("/hub/spawn", timeout=timeout)

@@ -27,6 +27,8 @@ import pwd
 import re
 import shutil
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -111,6 +113,18 @@ def test_a_student_gets_a_server_of_their_own_without_instructor_tools(hub):
     course = hub["site"]["courses"][0]["id"]
     status, _, _ = s2.get(f"/services/{course}/formgrader")
     assert status == 403, status
+    # nor with a token: the one student1 makes opens student1's server and nothing of student2's
+    token = s1.api_token(f"{UP}-student1")
+    s2.spawn(f"{UP}-student2")
+    for owner, want in ((f"{UP}-student1", 200), (f"{UP}-student2", 403)):
+        req = urllib.request.Request(f"{hub['url']}/user/{owner}/api/contents",
+                                     headers={"Authorization": f"token {token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                status = r.status
+        except urllib.error.HTTPError as e:
+            status = e.code
+        assert status == want, (owner, status)
 
 
 def test_the_instructor_has_the_formgrader_and_the_course_service(hub):
