@@ -118,6 +118,18 @@ def hw01_answers(course: Path) -> dict:
             if c.metadata.get("nbgrader", {}).get("solution")}
 
 
+def fill_solutions(nb, source):
+    """Copy the source's code solutions into a released or fetched notebook (what an honest student
+    writes); returns ``nb``."""
+    sol = {c.metadata["nbgrader"]["grade_id"]: c.source for c in source.cells
+           if c.metadata.get("nbgrader", {}).get("solution") and c.cell_type == "code"}
+    for c in nb.cells:
+        gid = c.metadata.get("nbgrader", {}).get("grade_id")
+        if gid in sol:
+            c.source = sol[gid]
+    return nb
+
+
 def submit_hw01(course: Path, work: Path, sid: str, answers: dict, written: str) -> Path:
     """Student ``sid`` (home ``work/students/<sid>``) fetches hw01 from the course's local exchange,
     puts ``answers`` into its code cells and ``written`` into its written ones, and submits.

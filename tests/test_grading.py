@@ -22,7 +22,7 @@ import sys
 import nbformat
 import pytest
 
-from conftest import BIN, IN_CI, ROOT, student_app, tdl_env
+from conftest import BIN, IN_CI, ROOT, fill_solutions, student_app, tdl_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading")]
 
@@ -63,17 +63,6 @@ ROSTER = [s for s in EXPECTED if s != "intruder"]
 
 def _cell(nb, gid):
     return next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == gid)
-
-
-def _answers(nb, source):
-    """Copy the source's solutions into a fetched notebook (what an honest student writes)."""
-    sol = {c.metadata["nbgrader"]["grade_id"]: c.source for c in source.cells
-           if c.metadata.get("nbgrader", {}).get("solution") and c.cell_type == "code"}
-    for c in nb.cells:
-        gid = c.metadata.get("nbgrader", {}).get("grade_id")
-        if gid in sol:
-            c.source = sol[gid]
-    return nb
 
 
 def _edit(student, nb, course):
@@ -194,7 +183,7 @@ def collected(released):
         path = home / "tdl" / "hw01" / "hw01.ipynb"
         if sid == "good1":
             out["fetched"] = path.read_text()
-        nb = _edit(sid, _answers(nbformat.read(path, as_version=4), source), course)
+        nb = _edit(sid, fill_solutions(nbformat.read(path, as_version=4), source), course)
         nbformat.write(nb, path)
         if sid == "renamed":
             path.rename(path.with_name("hw01-Copy1.ipynb"))

@@ -28,7 +28,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import BIN, IN_CI, ROOT, tdl_env
+from conftest import BIN, IN_CI, ROOT, fill_solutions, tdl_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("sandbox_sudo")]
 
@@ -245,12 +245,7 @@ def test_install_wrote_a_root_owned_helper_and_a_checked_sudo_rule(rig):
 # --- grading as the grader -----------------------------------------------------------------
 
 def _answers(nb, source, extra_cell=None):
-    sol = {c.metadata["nbgrader"]["grade_id"]: c.source for c in source.cells
-           if c.metadata.get("nbgrader", {}).get("solution") and c.cell_type == "code"}
-    for c in nb.cells:
-        gid = c.metadata.get("nbgrader", {}).get("grade_id")
-        if gid in sol:
-            c.source = sol[gid]
+    fill_solutions(nb, source)
     if extra_cell:
         first = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
         nb.cells.insert(first + 1, nbformat.v4.new_code_cell(extra_cell))
