@@ -8,7 +8,10 @@ One module per stage of a term:
 - ``autograde``: ``tdl grade``: nbgrader's Autograde split at its Execute step (prepare, execute
   in the pool, record), the integrity check and the summary;
 - ``pool``: the warm worker processes; ``execute``: one notebook in a fresh, limited kernel;
-- ``sandbox``: the isolation of the kernels that run student code;
+- ``sandbox``: the isolation of the kernels that run student code; ``sandbox_helper``: the same for
+  a grader that is not root, through one sudo rule to a root-owned helper;
+- ``hub``: ``tdl roster import``'s sync of the JupyterHub group ``nbgrader-<course>``;
+- ``offline``: MathJax inlined from a local copy in the Formgrader and the feedback pages;
 - ``trusted``: verdicts reached outside the student's kernel (``tdlcheck`` records, references
   computed by the grader) and the report of tampering;
 - ``reports``: the CSV export and the HTML report; ``term``: the oral exam and final grades;
