@@ -203,18 +203,13 @@ def test_without_mathjax_the_formgrader_says_why(monkeypatch, tmp_path):
     assert html.count("<script>") == 3 and "mj.Hub" in html
 
 
-def test_an_install_without_the_template_files_still_renders_offline(monkeypatch, tmp_path):
-    """A tdlcourse installed without its template files (a wheel without package data) would let
-    nbgrader's CDN macro back in silently: the templates are then written from the module's copy
-    into the user's cache, and the packaged files are that copy."""
+def test_the_templates_are_written_from_the_macro_and_reused(monkeypatch, tmp_path):
+    """The shadowing templates are written from ``offline.MACRO`` (the one source of their text)
+    into the user's cache, reused while intact, rewritten when a file was changed."""
     from traitlets.config import Config
 
     from tdlcourse.grading import offline
 
-    for f in offline.TEMPLATE_FILES:
-        assert (offline.TEMPLATES / f).read_text() == offline.MACRO, f
-    assert offline.template_dir() == offline.TEMPLATES
-    monkeypatch.setattr(offline, "TEMPLATES", tmp_path / "templates")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     c = Config()
     offline.configure(c)
@@ -223,3 +218,6 @@ def test_an_install_without_the_template_files_still_renders_offline(monkeypatch
     assert all((first / f).read_text() == offline.MACRO for f in offline.TEMPLATE_FILES)
     assert offline.template_dir() == first  # reused, not rewritten
     assert c.HTMLExporter.filters[offline.FILTER] == "tdlcourse.grading.offline.mathjax_html"
+    (first / offline.TEMPLATE_FILES[0]).write_text("{% macro mathjax(url=None) %}cdn{% endmacro %}")
+    again = offline.template_dir()  # a changed file is never used
+    assert all((again / f).read_text() == offline.MACRO for f in offline.TEMPLATE_FILES)

@@ -45,7 +45,7 @@ from . import trusted
 from .files import atomic_write_text
 from .pool import WorkerPool
 from .course import Course, CourseError, check_assignment, check_students, course_lock, private_paths, \
-    restrict_permissions
+    WarningCollector, restrict_permissions
 
 SANDBOX_CHOICES = ("auto", "require", "sudo", "off")
 RECORD_VERSION = 2  # 2: trusted verdicts and tampering flags
@@ -125,17 +125,6 @@ class GradeRun:
 # The pieces of nbgrader's Autograde converter.
 
 
-class _Collect(logging.Handler):
-    """Keeps the warnings nbgrader's preprocessors log (restored cells, missing cells)."""
-
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
 class _Nbgrader:
     """nbgrader's Autograde converter, split at its Execute step."""
 
@@ -146,7 +135,7 @@ class _Nbgrader:
         self.course = course
         self.coursedir = course.coursedir()
         self.converter = Autograde(coursedir=self.coursedir, config=course.config)
-        self.collector = _Collect()
+        self.collector = WarningCollector()
         self.log = logging.getLogger(f"tdl.grading.{id(self)}")
         self.log.propagate = False
         self.log.addHandler(self.collector)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -276,6 +277,17 @@ def course_lock(course: Course) -> Iterator[None]:
         yield
     finally:
         fh.close()
+
+
+class WarningCollector(logging.Handler):
+    """Keeps the warnings nbgrader logs (restored cells, missing cells, hub refusals) as text."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
 
 
 def nbgrader_result(result: dict, what: str) -> str:

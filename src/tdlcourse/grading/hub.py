@@ -31,7 +31,7 @@ import os
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from .course import Course, CourseError
+from .course import Course, CourseError, WarningCollector
 
 HUB_PLUGIN = "nbgrader.auth.JupyterHubAuthPlugin"
 DEFAULT_API_URL = "http://127.0.0.1:8081/hub/api"  # nbgrader's own default
@@ -159,15 +159,6 @@ def check_hub(course: Course, roster_ids) -> tuple[Hub, tuple[str, ...]]:
     return hub, unknown
 
 
-class _Collect(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
 def sync_group(course: Course, hub: Hub, roster_ids, unknown, *, create_users: bool = False) -> HubSync:
     """Put every roster student the hub knows into ``nbgrader-<course>`` through nbgrader's
     ``Authenticator.add_student_to_course``, then read the group back (nbgrader's plugin only logs
@@ -191,7 +182,7 @@ def sync_group(course: Course, hub: Hub, roster_ids, unknown, *, create_users: b
 
     log = logging.getLogger("tdl.hub")
     log.propagate = False
-    collect = _Collect()
+    collect = WarningCollector()
     log.addHandler(collect)
     saved = {k: os.environ.get(k) for k in ("JUPYTERHUB_API_URL", "JUPYTERHUB_USER")}
     try:

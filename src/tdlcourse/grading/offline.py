@@ -4,9 +4,9 @@ students read.
 nbgrader's ``formgrade`` and ``feedback`` templates call nbconvert's ``mathjax()`` macro with no
 argument, so both pages load MathJax 2.7.7 from cdnjs whatever ``HTMLExporter.mathjax_url`` says;
 offline every formula stays raw TeX. ``configure(c)`` (called by the course's
-``nbgrader_config.py``) puts this package's ``templates/`` first among the HTML exporter's template
-folders (``template_dir``). There ``formgrade/mathjax.html.j2`` and ``feedback/mathjax.html.j2`` shadow nbconvert's
-macro (nothing of nbgrader's installed files changes) with ``mathjax_html``: MathJax 3's SVG build
+``nbgrader_config.py``) puts a template folder written from ``MACRO`` first among the HTML
+exporter's template folders (``template_dir``). There ``formgrade/mathjax.html.j2`` and
+``feedback/mathjax.html.j2`` shadow nbconvert's macro (nothing of nbgrader's installed files changes) with ``mathjax_html``: MathJax 3's SVG build
 (``tex-svg-full.js``: every TeX extension, the glyphs inside, no font or component fetched later)
 inlined in the page. Inlined, because feedback travels through the exchange as single HTML files
 that students open from their own folders (file://) with no server and no network; the Formgrader
@@ -27,7 +27,6 @@ import os
 import sys
 from pathlib import Path
 
-TEMPLATES = Path(__file__).with_name("templates")
 FILTER = "tdl_offline_mathjax"
 MATHJAX_NAME = "tex-svg-full.js"
 _REPO = Path(__file__).resolve().parents[3]
@@ -128,7 +127,7 @@ def nbgrader_template_dir() -> str:
     return os.path.join(os.path.dirname(nbgrader.__file__), "server_extensions", "formgrader", "templates")
 
 
-# The macro both template folders hold (templates/{formgrade,feedback}/mathjax.html.j2 are this text).
+# The macro both template files hold: the one source of their text (nothing of it is packaged).
 MACRO = """{#- tdlcourse: replaces nbconvert's mathjax() macro (MathJax 2.7.7 from a CDN) in nbgrader's
     formgrade and feedback templates by MathJax 3 inlined from a local copy (tdlcourse.grading.offline). -#}
 {%- macro mathjax(url=None) -%}
@@ -139,13 +138,9 @@ TEMPLATE_FILES = ("formgrade/mathjax.html.j2", "feedback/mathjax.html.j2")
 
 
 def template_dir() -> Path:
-    """The folder holding ``TEMPLATE_FILES``: the package's ``templates/``, or, when the package was
-    installed without them (a wheel built without its package data: nbconvert would skip the folder
-    silently and nbgrader's CDN macro would come back), a copy written from ``MACRO`` into the
-    user's cache (``$XDG_CACHE_HOME`` or ``~/.cache``, ``tdlcourse/``), else a fresh private
-    temporary folder."""
-    if all((TEMPLATES / f).is_file() for f in TEMPLATE_FILES):
-        return TEMPLATES
+    """A folder holding ``TEMPLATE_FILES``, written from ``MACRO`` into the user's cache
+    (``$XDG_CACHE_HOME`` or ``~/.cache``, ``tdlcourse/``; one folder per version of the macro,
+    reused while its files are intact), else into a fresh private temporary folder."""
     import hashlib
     import tempfile
 
