@@ -10,6 +10,7 @@ import http.cookiejar
 import json
 import os
 import pwd
+import random
 import shutil
 import socket
 import subprocess
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port
+from conftest import ROOT
 
 PREFIX = os.environ.get("TDL_HUB_PREFIX", "/opt/tdl-hub")
 DEMO = ROOT / "deploy" / "hub" / "demo.sh"
@@ -46,6 +47,30 @@ def taken(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def hub_ports() -> int:
+    """A base port for demo.sh (it uses base, +1, +81, +1001, +1002), all free, and below the
+    kernel's ephemeral range: ports handed out by bind(0) (kernels, browsers, other tests running
+    meanwhile) can take one of them between this check and the hub's start (seen in CI: the hub's
+    API port was taken)."""
+    lo = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]) \
+        if Path("/proc/sys/net/ipv4/ip_local_port_range").exists() else 32768
+    rng = random.Random(os.getpid())
+    for _ in range(200):
+        base = rng.randrange(10000, max(10001, lo - 1100))
+        if all(_bindable(base + d) for d in (0, 1, 81, 1001, 1002)):
+            return base
+    raise RuntimeError("no free ports for the demo hub below the ephemeral range")
+
+
 @contextlib.contextmanager
 def demo_hub(up: str, tag: str, **env_extra):
     """A running demo hub whose accounts are `<up>-*`; stopped and checked clean on exit.
@@ -57,9 +82,7 @@ def demo_hub(up: str, tag: str, **env_extra):
         if not shutil.which(tool):
             cannot(f"{tool} is not installed")
     state = Path("/tmp") / f"tdl-hub-{tag}-{os.getpid()}"
-    port = free_port()
-    while any(taken(p) for p in (port + 1, port + 81, port + 1001, port + 1002)):
-        port = free_port()
+    port = hub_ports()
     env = dict(os.environ, TDL_HUB_PREFIX=PREFIX, TDL_HUB_PORT=str(port), TDL_HUB_USER_PREFIX=up, **env_extra)
     subprocess.run([str(DEMO), "stop", str(state)], env=env, capture_output=True, timeout=120)
     r = subprocess.run([str(DEMO), "start", str(state)], env=env, capture_output=True, text=True, timeout=2400)
